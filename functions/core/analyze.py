@@ -1,0 +1,89 @@
+"""Use case: review one function of a fetched repository.
+
+Cost per request does not grow with the repository: the manifest (module map and function
+index, written once by the fetch) is cached per job, and only the one file that holds the
+function is read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import anyio
+
+from functions.core.errors import BlobNotFound, StorageError
+from functions.core.jobs import file_key, manifest_key, wait_until_ready
+from functions.core.locate import extract_source, resolve
+from functions.core.models import FunctionSource, RepoManifest, validate_function_name
+from functions.core.ports import BlobStore, Clock, JobStore, Reviewer
+
+
+class ManifestCache:
+    """Manifests by job id, loaded once: a READY job's manifest never changes."""
+
+    def __init__(self, blobs: BlobStore, max_entries: int = 64) -> None:
+        self._blobs = blobs
+        self._max = max_entries
+        self._items: OrderedDict[str, RepoManifest] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _load(self, job_id: str) -> RepoManifest:
+        with self._lock:
+            cached = self._items.get(job_id)
+            if cached is not None:
+                self._items.move_to_end(job_id)
+                return cached
+        try:
+            data = self._blobs.get(manifest_key(job_id))
+        except BlobNotFound as exc:
+            raise StorageError(
+                f"Job {job_id} is READY but its stored files are missing (deleted or expired). "
+                "Start a new job with POST /analyze/start."
+            ) from exc
+        manifest = RepoManifest.model_validate_json(data)
+        with self._lock:
+            self._items[job_id] = manifest
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+        return manifest
+
+    async def get(self, job_id: str) -> RepoManifest:
+        """Return the job's manifest, from memory when it was loaded before."""
+        return await anyio.to_thread.run_sync(self._load, job_id)
+
+
+@dataclass
+class AnalysisContext:
+    """What ``review_function`` needs."""
+
+    jobs: JobStore
+    blobs: BlobStore
+    manifests: ManifestCache
+    reviewer: Reviewer
+    clock: Clock
+    wait_seconds: float
+
+
+async def locate_function(job_id: str, function_name: str, ctx: AnalysisContext) -> FunctionSource:
+    """Find the function's exact source, waiting (bounded) for a job that is still fetching."""
+    name = validate_function_name(function_name)
+    await wait_until_ready(job_id, ctx.jobs, ctx.clock, wait_seconds=ctx.wait_seconds)
+    manifest = await ctx.manifests.get(job_id)
+    path, info = resolve(manifest, name)
+    data = await anyio.to_thread.run_sync(ctx.blobs.get, file_key(job_id, path))
+    return FunctionSource(
+        name=name,
+        path=path,
+        qualname=info.qualname,
+        start_line=info.start_line,
+        end_line=info.end_line,
+        source=extract_source(data, info),
+    )
+
+
+async def review_function(job_id: str, function_name: str, ctx: AnalysisContext) -> list[str]:
+    """Return review suggestions for one function of a fetched repository."""
+    function = await locate_function(job_id, function_name, ctx)
+    return await ctx.reviewer.review(function)

@@ -1,0 +1,224 @@
+"""Domain model: jobs and their state machine, repository manifests, function references.
+
+Pure data and rules; no IO. Every state change returns a new ``Job`` with ``version`` + 1, and
+stores write it only if the stored version is still the old one (optimistic concurrency), so two
+workers can never both move a job forward.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.core.errors import InvalidFunctionName
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+FUNCTION_NAME_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*$")
+MAX_FUNCTION_NAME_LENGTH = 512
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life. QUEUED -> FETCHING -> READY | FAILED."""
+
+    QUEUED = "QUEUED"
+    FETCHING = "FETCHING"
+    READY = "READY"
+    FAILED = "FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Say whether the job can still change."""
+        return self in (JobStatus.READY, JobStatus.FAILED)
+
+
+_ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.FETCHING, JobStatus.FAILED}),
+    # FETCHING -> FETCHING: a heartbeat, or a new attempt taking over an expired lease.
+    JobStatus.FETCHING: frozenset({JobStatus.FETCHING, JobStatus.READY, JobStatus.FAILED}),
+    JobStatus.READY: frozenset(),
+    JobStatus.FAILED: frozenset(),
+}
+
+
+class SkippedFile(BaseModel):
+    """A file the fetch did not keep, and why (a person reads the reason)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    reason: str
+
+
+class JobStats(BaseModel):
+    """What the fetch found and kept."""
+
+    model_config = ConfigDict(frozen=True)
+
+    commit: str | None = None
+    files_in_repo: int = 0
+    python_files: int = 0
+    bytes_stored: int = 0
+    functions: int = 0
+    unparsable_files: int = 0
+    skipped: list[SkippedFile] = Field(default_factory=list)
+    clone_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+class JobProgress(BaseModel):
+    """How far a running job has come: a phase and, where it counts items, done/total."""
+
+    model_config = ConfigDict(frozen=True)
+
+    phase: str
+    done: int = 0
+    total: int | None = None
+
+
+class Job(BaseModel):
+    """A repository fetch (and, later, review) job."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    repo_url: str
+    status: JobStatus = JobStatus.QUEUED
+    version: int = 1
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_expires_at: datetime | None = None
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    progress: JobProgress | None = None
+    stats: JobStats | None = None
+
+    @classmethod
+    def new(cls, job_id: str, repo_url: str, now: datetime) -> Job:
+        """Create a queued job."""
+        return cls(job_id=job_id, repo_url=repo_url, created_at=now, updated_at=now)
+
+    def _to(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
+        if status not in _ALLOWED[self.status]:
+            raise ValueError(f"job {self.job_id}: {self.status} -> {status} is not allowed")
+        return self.model_copy(
+            update={"status": status, "version": self.version + 1, "updated_at": now, **changes}
+        )
+
+    def lease_expired(self, now: datetime) -> bool:
+        """Say whether a FETCHING job's worker has stopped renewing its lease."""
+        return (
+            self.status is JobStatus.FETCHING
+            and self.lease_expires_at is not None
+            and self.lease_expires_at <= now
+        )
+
+    def can_start(self, now: datetime) -> bool:
+        """Say whether a fetch attempt may take this job now (a fresh or an abandoned one)."""
+        return self.status is JobStatus.QUEUED or self.lease_expired(now)
+
+    def start_fetch(self, now: datetime, lease: timedelta) -> Job:
+        """Take the job for one fetch attempt, holding a lease that must be renewed."""
+        return self._to(
+            JobStatus.FETCHING,
+            now,
+            started_at=now,
+            lease_expires_at=now + lease,
+            attempts=self.attempts + 1,
+            progress=JobProgress(phase="cloning"),
+        )
+
+    def heartbeat(self, now: datetime, lease: timedelta, progress: JobProgress) -> Job:
+        """Renew the lease and report progress."""
+        return self._to(JobStatus.FETCHING, now, lease_expires_at=now + lease, progress=progress)
+
+    def mark_ready(self, now: datetime, stats: JobStats) -> Job:
+        """Record a finished fetch. Call only after every blob is stored."""
+        return self._to(
+            JobStatus.READY,
+            now,
+            finished_at=now,
+            lease_expires_at=None,
+            stats=stats,
+            progress=JobProgress(phase="done"),
+        )
+
+    def mark_failed(self, now: datetime, code: str, message: str) -> Job:
+        """Record why the job failed."""
+        return self._to(
+            JobStatus.FAILED,
+            now,
+            finished_at=now,
+            lease_expires_at=None,
+            error_code=code,
+            error_message=message,
+            progress=None,
+        )
+
+
+class FunctionInfo(BaseModel):
+    """One function or method in a module, found by parsing it at fetch time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    qualname: str
+    start_line: int
+    end_line: int
+    is_async: bool = False
+
+
+class ModuleInfo(BaseModel):
+    """One Python file of a fetched repository."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    size: int
+    functions: list[FunctionInfo] = Field(default_factory=list)
+    error: str | None = None
+
+
+class RepoManifest(BaseModel):
+    """What a fetch stored: the module map and function index the locator resolves names with.
+
+    Written last, after every source file, so its presence means the snapshot is complete.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    job_id: str
+    commit: str | None
+    modules: dict[str, list[str]]
+    """Dotted module name -> repository paths that provide it (more than one is ambiguous)."""
+    files: dict[str, ModuleInfo]
+    """Repository path -> what is in that file."""
+
+
+class FunctionSource(BaseModel):
+    """A located function: where it is and its exact source text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    path: str
+    qualname: str
+    start_line: int
+    end_line: int
+    source: str
+
+
+def validate_function_name(name: str) -> str:
+    """Return ``name`` if it is a dotted path of identifiers, else raise InvalidFunctionName."""
+    stripped = name.strip()
+    if len(stripped) > MAX_FUNCTION_NAME_LENGTH or not FUNCTION_NAME_RE.fullmatch(stripped):
+        raise InvalidFunctionName(
+            f"{name[:80]!r} is not a function name. Use a dotted path such as "
+            "'package.module.function' or 'package.module.Class.method'."
+        )
+    return stripped
