@@ -1,0 +1,385 @@
+"""AWS adapters: blobs in S3, jobs in DynamoDB, fetch workers started by an async Lambda invoke.
+
+The only module that touches boto3. Clients are passed in (built by the composition root, or by
+tests against moto), never created here, and every SDK error leaves as one of ours:
+``BlobNotFound``, ``StateConflict`` or ``StorageError`` naming the resource and the operation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import ValidationError
+
+from functions.core.errors import BlobNotFound, StateConflict, StorageError
+from functions.core.models import Job, JobStatus
+from functions.core.ports import Clock
+
+if TYPE_CHECKING:
+    # Type stubs are a dev dependency; at run time these names are only annotations.
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_lambda import LambdaClient
+    from mypy_boto3_s3 import S3Client
+
+TTL_ATTRIBUTE = "expires_at"
+"""The DynamoDB attribute that holds each job's expiry (epoch seconds); TTL must be on for it."""
+
+_S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _describe(exc: ClientError | BotoCoreError) -> str:
+    """Say what the SDK reported: code and message of a service error, else the client error.
+
+    Neither carries credentials: service messages do not echo keys, and botocore's own errors
+    name the endpoint, not the signer.
+    """
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code") or "UnknownError"
+        message = error.get("Message")
+        return f"{code}: {message}" if message else str(code)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class S3BlobStore:
+    """Blobs as objects in one S3 bucket, under an optional key prefix.
+
+    ``put_many`` uploads on up to ``max_workers`` threads; give the client a connection pool at
+    least that large (``botocore.config.Config(max_pool_connections=...)``, default 10) or
+    urllib3 drops the extra connections after each use.
+    """
+
+    def __init__(
+        self, client: S3Client, bucket: str, prefix: str = "", *, max_workers: int = 16
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self._client = client
+        self._bucket = bucket
+        # A prefix names a folder; add the separator so "env1" cannot run into "env1x/...".
+        self._prefix = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
+        self._max_workers = max_workers
+
+    @property
+    def bucket(self) -> str:
+        """The bucket that holds the blobs."""
+        return self._bucket
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def _failure(
+        self, operation: str, target: str, exc: ClientError | BotoCoreError
+    ) -> StorageError:
+        if isinstance(exc, ClientError):
+            operation = exc.operation_name or operation  # ListObjectsV2 or DeleteObjects
+        return StorageError(
+            f"S3 {operation} on s3://{self._bucket}/{self._key(target)} failed ({_describe(exc)})."
+            " Check that the bucket exists and that this function may use it."
+        )
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key``, replacing what was there."""
+        try:
+            self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("PutObject", key, exc) from exc
+
+    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
+        """Upload many blobs concurrently; return how many.
+
+        At most twice ``max_workers`` blobs are held at once, so ``items`` may be a stream of a
+        whole repository. The first failure stops the upload and is raised once the uploads in
+        flight have finished.
+        """
+        iterator = iter(items)
+        first = next(iterator, None)
+        if first is None:
+            return 0
+        window = 2 * self._max_workers
+        count = 0
+        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="s3-put") as pool:
+            pending: set[Future[None]] = {pool.submit(self.put, *first)}
+            try:
+                for key, data in iterator:
+                    if len(pending) >= window:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        count += self._count_done(done)
+                    pending.add(pool.submit(self.put, key, data))
+                done, pending = wait(pending)
+                count += self._count_done(done)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return count
+
+    @staticmethod
+    def _count_done(done: set[Future[None]]) -> int:
+        for future in done:
+            future.result()  # raises the upload's StorageError
+        return len(done)
+
+    def get(self, key: str) -> bytes:
+        """Return the blob; raise BlobNotFound if there is none."""
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
+            with response["Body"] as body:
+                return body.read()
+        except ClientError as exc:
+            # Without s3:ListBucket S3 answers AccessDenied instead, reported as StorageError.
+            if _error_code(exc) in ("NoSuchKey", "404"):
+                raise BlobNotFound(f"no blob s3://{self._bucket}/{self._key(key)}") from exc
+            raise self._failure("GetObject", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("GetObject", key, exc) from exc
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every blob whose key starts with ``prefix``; return how many."""
+        full_prefix = self._key(prefix)
+        deleted = 0
+        try:
+            paginator = self._client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=self._bucket,
+                Prefix=full_prefix,
+                PaginationConfig={"PageSize": _S3_DELETE_BATCH},
+            )
+            # Deleting page by page is safe: the continuation token marks a key position, so
+            # removing keys already listed does not make the listing skip any.
+            for page in pages:
+                keys = [item["Key"] for item in page.get("Contents", []) if "Key" in item]
+                if keys:
+                    deleted += self._delete_batch(keys)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("DeleteObjects", f"{prefix}*", exc) from exc
+        return deleted
+
+    def _delete_batch(self, keys: list[str]) -> int:
+        response = self._client.delete_objects(
+            Bucket=self._bucket,
+            Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True},
+        )
+        errors = response.get("Errors", [])
+        if errors:
+            first = errors[0]
+            raise StorageError(
+                f"S3 DeleteObjects on s3://{self._bucket} could not delete {len(errors)} of "
+                f"{len(keys)} objects (first: {first.get('Key')}: {first.get('Code')} "
+                f"{first.get('Message', '')}). Retry the delete."
+            )
+        return len(keys)
+
+
+class DynamoJobStore:
+    """Jobs as items in one DynamoDB table, written with conditions on their version.
+
+    Item: ``job_id`` (S, partition key), ``status`` (S), ``version`` (N), ``updated_at`` (S,
+    ISO 8601 UTC), ``expires_at`` (N, epoch seconds, the table's TTL attribute: ``ttl_days``
+    after the last write) and ``body`` (S, the whole job as JSON, the source of truth).
+    """
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        ttl_days: int = 7,
+        clock: Clock = _utc_now,
+    ) -> None:
+        if ttl_days < 1:
+            raise ValueError("ttl_days must be at least 1")
+        self._client = client
+        self._table = table
+        self._ttl = timedelta(days=ttl_days)
+        self._clock = clock
+
+    @property
+    def table(self) -> str:
+        """The table that holds the jobs."""
+        return self._table
+
+    @classmethod
+    def create_table(cls, client: DynamoDBClient, table: str) -> None:
+        """Create the jobs table (on-demand, key ``job_id``, TTL on ``expires_at``) and wait.
+
+        For tests and local development; deployed stacks declare the same table in the template.
+        """
+        try:
+            client.create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            client.get_waiter("table_exists").wait(
+                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            client.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"could not create DynamoDB table {table} ({_describe(exc)})"
+            ) from exc
+
+    def _failure(
+        self, operation: str, job_id: str, exc: ClientError | BotoCoreError
+    ) -> StorageError:
+        return StorageError(
+            f"DynamoDB {operation} on table {self._table} for job {job_id} failed "
+            f"({_describe(exc)}). Check that the table exists and that this function may use it."
+        )
+
+    def _item(self, job: Job) -> dict[str, AttributeValueTypeDef]:
+        expires_at = int((self._clock() + self._ttl).timestamp())
+        updated_at = job.updated_at
+        if updated_at.tzinfo is None:  # naive datetimes are taken to be UTC already
+            updated_at = updated_at.replace(tzinfo=UTC)
+        return {
+            "job_id": {"S": job.job_id},
+            "status": {"S": job.status.value},
+            "version": {"N": str(job.version)},
+            "updated_at": {"S": updated_at.astimezone(UTC).isoformat()},
+            TTL_ATTRIBUTE: {"N": str(expires_at)},
+            "body": {"S": job.model_dump_json()},
+        }
+
+    def create(self, job: Job) -> None:
+        """Insert a new job; raise StateConflict if the id exists."""
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(job),
+                ConditionExpression="attribute_not_exists(job_id)",
+            )
+        except ClientError as exc:
+            if _error_code(exc) == "ConditionalCheckFailedException":
+                raise StateConflict(f"job {job.job_id} already exists") from exc
+            raise self._failure("PutItem", job.job_id, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failure("PutItem", job.job_id, exc) from exc
+
+    def replace(self, job: Job) -> None:
+        """Write ``job`` only if the stored version is ``job.version - 1``; else StateConflict."""
+        expected = job.version - 1
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item=self._item(job),
+                ConditionExpression="attribute_exists(job_id) AND #version = :expected",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":expected": {"N": str(expected)}},
+                # The failed check then carries the stored item: no second read for the message.
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise self._failure("PutItem", job.job_id, exc) from exc
+            response = cast("Mapping[str, Any]", exc.response)  # stubs omit "Item"
+            stored: Mapping[str, Any] | None = response.get("Item")
+            if not stored:
+                raise StateConflict(
+                    f"job {job.job_id} does not exist, so it cannot be replaced"
+                ) from exc
+            version = stored.get("version", {}).get("N", "?")
+            raise StateConflict(
+                f"job {job.job_id} is at version {version}, not {expected}: "
+                "another worker changed it"
+            ) from exc
+        except BotoCoreError as exc:
+            raise self._failure("PutItem", job.job_id, exc) from exc
+
+    def get(self, job_id: str) -> Job | None:
+        """Return the job, or None if there is no such job."""
+        try:
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"job_id": {"S": job_id}},
+                ConsistentRead=True,
+                ProjectionExpression="body",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("GetItem", job_id, exc) from exc
+        item = response.get("Item")
+        return None if item is None else self._job(item)
+
+    def list_unfinished(self, limit: int) -> list[Job]:
+        """Return up to ``limit`` QUEUED or FETCHING jobs, in no particular order.
+
+        A Scan reads the whole table (filters apply after reading), which suits crash recovery
+        and operations on a table that TTL keeps small; a status index would be the next step.
+        """
+        jobs: list[Job] = []
+        start: dict[str, Any] = {}
+        while len(jobs) < limit:
+            try:
+                page = self._client.scan(
+                    TableName=self._table,
+                    FilterExpression="#status IN (:queued, :fetching)",
+                    ExpressionAttributeNames={"#status": "status"},
+                    ExpressionAttributeValues={
+                        ":queued": {"S": JobStatus.QUEUED.value},
+                        ":fetching": {"S": JobStatus.FETCHING.value},
+                    },
+                    ProjectionExpression="body",
+                    ConsistentRead=True,
+                    **start,
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self._failure("Scan", "(unfinished)", exc) from exc
+            jobs.extend(self._job(item) for item in page.get("Items", []))
+            last_key = page.get("LastEvaluatedKey")
+            if not last_key:
+                break
+            start = {"ExclusiveStartKey": last_key}
+        return jobs[: max(limit, 0)]
+
+    def _job(self, item: Mapping[str, Any]) -> Job:
+        try:
+            return Job.model_validate_json(item["body"]["S"])
+        except (KeyError, TypeError, ValidationError) as exc:
+            raise StorageError(f"a job item in table {self._table} is unreadable: {exc}") from exc
+
+
+class LambdaDispatcher:
+    """Starts the fetch worker with an asynchronous (``Event``) invoke of its Lambda function."""
+
+    def __init__(self, client: LambdaClient, function_name: str) -> None:
+        self._client = client
+        self._function_name = function_name
+
+    def dispatch(self, job_id: str) -> None:
+        """Queue the job for the fetch function and return at once (Lambda answers 202)."""
+        # Only the id travels: the worker reads everything else from the job store.
+        payload = json.dumps({"job_id": job_id}).encode()
+        try:
+            response = self._client.invoke(
+                FunctionName=self._function_name, InvocationType="Event", Payload=payload
+            )
+            response["Payload"].close()  # empty for Event invokes, but still an open response
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"could not start the fetch worker (Lambda {self._function_name}: "
+                f"{_describe(exc)}) for job {job_id}; retry, or check the function exists"
+            ) from exc
+        status = response.get("StatusCode")
+        if status != 202:
+            raise StorageError(
+                f"could not start the fetch worker (Lambda {self._function_name} answered "
+                f"{status}, expected 202) for job {job_id}"
+            )
