@@ -1,0 +1,209 @@
+"""The code-analysis service: fetch a repository in the background, review its functions.
+
+``functions.analysis.app:app`` for uvicorn; ``create_app(container)`` for tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from functions.core.analyze import locate_function, review_function
+from functions.core.bootstrap import AnalysisContainer, analysis_container
+from functions.core.jobs import get_job, start_fetch, wait_until_ready
+from functions.core.locate import dotted_names
+from functions.core.models import Job, JobProgress, JobStats
+from functions.core.settings import Mode
+from functions.web import Lazy, build_app
+
+
+class StartRequest(BaseModel):
+    """Body of POST /analyze/start."""
+
+    repo_url: str = Field(min_length=1, max_length=2048, examples=["https://github.com/owner/repo"])
+
+
+class StartResponse(BaseModel):
+    """The id to poll and to review functions with."""
+
+    job_id: str
+
+
+class FunctionRequest(BaseModel):
+    """Body of POST /analyze/function."""
+
+    job_id: str = Field(min_length=1, max_length=200)
+    function_name: str = Field(min_length=1, max_length=512, examples=["module_name.add"])
+
+
+class FunctionResponse(BaseModel):
+    """Review suggestions for one function."""
+
+    suggestions: list[str]
+
+
+class SourceResponse(BaseModel):
+    """A located function's source."""
+
+    function_name: str
+    path: str
+    qualname: str
+    start_line: int
+    end_line: int
+    source: str
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    """A job's status, timestamps, error reason and statistics."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    job_id: str
+    repo_url: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    error: JobError | None
+    progress: JobProgress | None
+    stats: JobStats | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobView:
+        """Present a job."""
+        error = (
+            JobError(code=job.error_code or "failed", message=job.error_message or "")
+            if job.error_code or job.error_message
+            else None
+        )
+        return cls(
+            job_id=job.job_id,
+            repo_url=job.repo_url,
+            status=job.status.value,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            attempts=job.attempts,
+            error=error,
+            progress=job.progress,
+            stats=job.stats,
+        )
+
+
+class FunctionList(BaseModel):
+    """Function names of a fetched repository, as /analyze/function takes them."""
+
+    job_id: str
+    total: int
+    functions: list[str]
+
+
+def _container(request: Request) -> AnalysisContainer:
+    lazy: Lazy[AnalysisContainer] = request.app.state.container
+    return lazy.get()
+
+
+ContainerDep = Annotated[AnalysisContainer, Depends(_container)]
+
+
+def create_app(container: AnalysisContainer | None = None) -> FastAPI:
+    """Build the analysis app; without ``container`` it is built from the environment on use."""
+    lazy = Lazy(lambda: container) if container is not None else Lazy(analysis_container)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Under uvicorn: build now and re-queue what a previous process left unfinished.
+        # (Mangum runs with lifespan off; there the container is built on first request.)
+        built = lazy.get()
+        if built.settings.mode is Mode.EMBEDDED:
+            await anyio.to_thread.run_sync(built.recover)
+        yield
+        await built.aclose()
+
+    app = build_app(
+        title="Code analysis service",
+        description="Fetch a repository in the background and review its Python functions.",
+        lifespan=lifespan,
+        container=lazy,
+    )
+
+    @app.get("/healthz")
+    async def healthz(c: ContainerDep) -> dict[str, Any]:
+        """Say the service is up and how it is configured."""
+        return {"status": "ok", "service": "analysis", "mode": c.settings.mode.value}
+
+    @app.post("/analyze/start")
+    async def start(body: StartRequest, c: ContainerDep) -> StartResponse:
+        """Validate the repository URL, start fetching it in the background, return the job id."""
+        dispatcher = c.dispatcher
+        if dispatcher is None:
+            raise RuntimeError("the analysis container has no dispatcher")
+        job = await anyio.to_thread.run_sync(
+            lambda: start_fetch(
+                body.repo_url,
+                allowed_hosts=c.settings.allowed_repo_hosts,
+                jobs=c.jobs,
+                dispatcher=dispatcher,
+                clock=c.clock,
+            )
+        )
+        return StartResponse(job_id=job.job_id)
+
+    @app.post("/analyze/function")
+    async def function(body: FunctionRequest, c: ContainerDep) -> FunctionResponse:
+        """Review one function; waits (bounded) for a job that is still fetching."""
+        suggestions = await review_function(body.job_id, body.function_name, c.analysis_context())
+        return FunctionResponse(suggestions=suggestions)
+
+    @app.post("/analyze/function/source")
+    async def function_source(body: FunctionRequest, c: ContainerDep) -> SourceResponse:
+        """Return the exact source the review would send, without calling a model."""
+        found = await locate_function(body.job_id, body.function_name, c.analysis_context())
+        return SourceResponse(
+            function_name=found.name,
+            path=found.path,
+            qualname=found.qualname,
+            start_line=found.start_line,
+            end_line=found.end_line,
+            source=found.source,
+        )
+
+    @app.get("/analyze/jobs/{job_id}")
+    async def job_status(job_id: str, c: ContainerDep) -> JobView:
+        """Return the job's status, timestamps, error reason and statistics."""
+        job = await anyio.to_thread.run_sync(get_job, job_id, c.jobs, c.clock)
+        return JobView.of(job)
+
+    @app.get("/analyze/jobs/{job_id}/functions")
+    async def job_functions(
+        job_id: str,
+        c: ContainerDep,
+        prefix: Annotated[str, Query(max_length=512)] = "",
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> FunctionList:
+        """List the function names of a READY job (optionally those starting with ``prefix``)."""
+        await wait_until_ready(job_id, c.jobs, c.clock, wait_seconds=0)
+        manifest = await c.manifests.get(job_id)
+        names = [n for n in dotted_names(manifest) if n.startswith(prefix)]
+        return FunctionList(job_id=job_id, total=len(names), functions=names[:limit])
+
+    return app
+
+
+app = create_app()
