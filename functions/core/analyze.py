@@ -7,6 +7,7 @@ function is read.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -83,7 +84,26 @@ async def locate_function(job_id: str, function_name: str, ctx: AnalysisContext)
     )
 
 
+_LINE_RE = re.compile(r"^(\[[a-z]+\] )?Line (\d+):")
+
+
+def to_file_lines(suggestions: list[str], function: FunctionSource) -> list[str]:
+    """Turn "Line N:" (counted from the function's first line) into the file's line number."""
+    length = function.end_line - function.start_line + 1
+
+    def shift(match: re.Match[str]) -> str:
+        line = int(match.group(2))
+        if not 1 <= line <= length:
+            return match.group(0)
+        return f"{match.group(1) or ''}Line {line + function.start_line - 1}:"
+
+    return [_LINE_RE.sub(shift, suggestion) for suggestion in suggestions]
+
+
 async def review_function(job_id: str, function_name: str, ctx: AnalysisContext) -> list[str]:
-    """Return review suggestions for one function of a fetched repository."""
+    """Return review suggestions for one function of a fetched repository.
+
+    Line numbers in the suggestions are the file's, so they point at the repository's code.
+    """
     function = await locate_function(job_id, function_name, ctx)
-    return await ctx.reviewer.review(function)
+    return to_file_lines(await ctx.reviewer.review(function), function)

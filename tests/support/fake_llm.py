@@ -47,6 +47,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
+    """Header names in lower case."""
     body: Any
 
     @property
@@ -65,6 +66,10 @@ class Recorded:
         if start < 0 or end < start:
             return None
         return text[start + len(CODE_START) : end]
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
 def digest(text: str) -> str:
@@ -165,7 +170,7 @@ class FakeLLM:
 
             def do_GET(self) -> None:
                 with fake._lock:
-                    fake.requests.append(Recorded("GET", self.path, dict(self.headers), None))
+                    fake.requests.append(Recorded("GET", self.path, _lower(self.headers), None))
                 if self.path.rstrip("/").endswith("/models"):
                     data = [{"id": m, "object": "model", "owned_by": "fake"} for m in fake.models]
                     self._send_json(200, {"object": "list", "data": data}, {})
@@ -179,7 +184,7 @@ class FakeLLM:
                     body = json.loads(raw or b"{}")
                 except json.JSONDecodeError:
                     body = {"_raw": raw.decode(errors="replace")}
-                request = Recorded("POST", self.path, dict(self.headers), body)
+                request = Recorded("POST", self.path, _lower(self.headers), body)
                 with fake._lock:
                     fake.requests.append(request)
                 step = fake._next_step()
