@@ -15,8 +15,7 @@ def install_locked(session: nox.Session) -> None:
     """Install exactly the locked dependencies (and the project) into the session's venv."""
     session.run_install(
         "poetry",
-        "install",
-        "--sync",
+        "sync",
         "--with",
         "dev",
         "--no-interaction",
