@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, cast
 
@@ -194,7 +195,7 @@ class OpenAIChatModel:
         response_format = self._response_format(json_schema)
         if response_format is not None:
             body["response_format"] = response_format
-        try:
+        with self._translating():
             completion = await self._client.chat.completions.create(
                 model=self._model,
                 messages=cast(Any, list(messages)),
@@ -202,8 +203,6 @@ class OpenAIChatModel:
                 timeout=timeout,
                 extra_body=body,
             )
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self._provider, self._base_url) from exc
         if not completion.choices:
             raise ProviderBadResponse(
                 f"{self._provider} returned no choices.", provider=self._provider, retryable=True
@@ -228,12 +227,10 @@ class OpenAIChatModel:
         """Pass an OpenAI chat completion request through; return the provider's JSON."""
         self._check_configured()
         model, messages, rest = self._split(body)
-        try:
+        with self._translating():
             completion = await self._client.chat.completions.create(
                 model=model, messages=messages, stream=False, timeout=timeout, extra_body=rest
             )
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self._provider, self._base_url) from exc
         return completion.to_dict(mode="json")
 
     async def chat_stream(
@@ -242,22 +239,33 @@ class OpenAIChatModel:
         """Pass a streaming chat completion through, chunk by chunk."""
         self._check_configured()
         model, messages, rest = self._split(body)
-        try:
+        with self._translating():
             stream = await self._client.chat.completions.create(
                 model=model, messages=messages, stream=True, timeout=timeout, extra_body=rest
             )
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self._provider, self._base_url) from exc
         return self._chunks(stream)
 
     async def _chunks(self, stream: Any) -> AsyncIterator[dict[str, Any]]:
         try:
-            async for chunk in stream:
-                yield chunk.to_dict(mode="json")
-        except openai.OpenAIError as exc:
-            raise translate_error(exc, self._provider, self._base_url) from exc
+            with self._translating():
+                async for chunk in stream:
+                    yield chunk.to_dict(mode="json")
         finally:
             await stream.close()
+
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        """Turn the client's exceptions into ours, naming this provider."""
+        try:
+            yield
+        except openai.OpenAIError as exc:
+            raise translate_error(exc, self._provider, self._base_url) from exc
+        except ValueError as exc:  # a 200 whose body is not JSON (a proxy's error page...)
+            raise ProviderBadResponse(
+                f"{self._provider} answered with a body that is not JSON.",
+                provider=self._provider,
+                retryable=True,
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -146,7 +146,7 @@ class Job(BaseModel):
             finished_at=now,
             lease_expires_at=None,
             stats=stats,
-            progress=JobProgress(phase="done"),
+            progress=JobProgress(phase="done", done=stats.python_files, total=stats.python_files),
         )
 
     def mark_failed(self, now: datetime, code: str, message: str) -> Job:

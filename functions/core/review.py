@@ -186,14 +186,27 @@ def _similar(a: str, b: str) -> bool:
     return len(wa & wb) / len(wa | wb) >= 0.6
 
 
+def _shingles(text: str, size: int = 6) -> set[tuple[str, ...]]:
+    words = _key(text).split()
+    return {tuple(words[i : i + size]) for i in range(len(words) - size + 1)}
+
+
+_PROMPT_SHINGLES = _shingles(SYSTEM_PROMPT) | _shingles(REPAIR_PROMPT)
+
+
+def echoes_prompt(text: str) -> bool:
+    """Say whether ``text`` repeats a run of six or more words of our own instructions."""
+    return not _PROMPT_SHINGLES.isdisjoint(_shingles(text))
+
+
 def normalize_suggestions(
     items: Iterable[str], *, limit: int = MAX_SUGGESTIONS, max_chars: int = MAX_SUGGESTION_CHARS
 ) -> list[str]:
-    """Strip, drop empty and duplicate suggestions, shorten long ones, keep at most ``limit``."""
+    """Strip, drop empty, duplicate and prompt-echoing suggestions; shorten; keep ``limit``."""
     kept: list[str] = []
     for raw in items:
         text = " ".join(str(raw).split())
-        if not text or not _key(text):
+        if not text or not _key(text) or echoes_prompt(text):
             continue
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"

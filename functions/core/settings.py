@@ -45,7 +45,9 @@ def _split_list(value: object) -> object:
 class Settings(BaseSettings):
     """Configuration from environment variables (names are a public contract)."""
 
-    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+    model_config = SettingsConfigDict(
+        extra="ignore", case_sensitive=False, frozen=True, populate_by_name=True
+    )
 
     mode: Mode = Field(default=Mode.EMBEDDED, validation_alias="APP_MODE")
 
