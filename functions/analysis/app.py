@@ -8,17 +8,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.core.analyze import locate_function, review_function
 from functions.core.bootstrap import AnalysisContainer, analysis_container
 from functions.core.jobs import get_job, start_fetch, wait_until_ready
 from functions.core.locate import dotted_names
-from functions.core.models import Job, JobProgress, JobStats
+from functions.core.models import Job, JobProgress, JobStats, ReviewOptions
+from functions.core.report import to_markdown, to_sarif
+from functions.core.review_jobs import (
+    load_report,
+    start_pull_request_review,
+    start_repository_review,
+)
 from functions.core.settings import Mode
 from functions.web import Lazy, build_app
 
@@ -73,6 +80,7 @@ class JobView(BaseModel):
 
     job_id: str
     repo_url: str
+    kind: str
     status: str
     created_at: datetime
     updated_at: datetime
@@ -82,6 +90,7 @@ class JobView(BaseModel):
     error: JobError | None
     progress: JobProgress | None
     stats: JobStats | None
+    review: ReviewOptions | None = None
 
     @classmethod
     def of(cls, job: Job) -> JobView:
@@ -94,6 +103,7 @@ class JobView(BaseModel):
         return cls(
             job_id=job.job_id,
             repo_url=job.repo_url,
+            kind=job.kind.value,
             status=job.status.value,
             created_at=job.created_at,
             updated_at=job.updated_at,
@@ -103,7 +113,31 @@ class JobView(BaseModel):
             error=error,
             progress=job.progress,
             stats=job.stats,
+            review=job.review,
         )
+
+
+class PullRequestRequest(BaseModel):
+    """Body of POST /analyze/pr."""
+
+    repo_url: str = Field(min_length=1, max_length=2048, examples=["https://github.com/owner/repo"])
+    pr_number: int = Field(ge=1, le=10_000_000, examples=[42])
+    base_ref: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$",
+        description="Branch to compare with; default: GitHub's test merge or the default branch.",
+    )
+
+
+class RepoReviewRequest(BaseModel):
+    """Body of POST /analyze/repo."""
+
+    job_id: str = Field(min_length=1, max_length=200)
+    include: list[str] = Field(default_factory=list, max_length=50, examples=[["src/**.py"]])
+    exclude: list[str] = Field(default_factory=list, max_length=50, examples=[["tests/*"]])
+    max_functions: int | None = Field(default=None, ge=1, le=5000)
 
 
 class FunctionList(BaseModel):
@@ -189,6 +223,58 @@ def create_app(container: AnalysisContainer | None = None) -> FastAPI:
         """Return the job's status, timestamps, error reason and statistics."""
         job = await anyio.to_thread.run_sync(get_job, job_id, c.jobs, c.clock)
         return JobView.of(job)
+
+    @app.post("/analyze/pr")
+    async def pull_request(body: PullRequestRequest, c: ContainerDep) -> StartResponse:
+        """Start reviewing the functions a pull request changed; poll the job, then its report."""
+        dispatcher = c.dispatcher
+        if dispatcher is None:
+            raise RuntimeError("the analysis container has no dispatcher")
+        job = await anyio.to_thread.run_sync(
+            lambda: start_pull_request_review(
+                body.repo_url,
+                body.pr_number,
+                body.base_ref,
+                allowed_hosts=c.settings.allowed_repo_hosts,
+                jobs=c.jobs,
+                dispatcher=dispatcher,
+                clock=c.clock,
+            )
+        )
+        return StartResponse(job_id=job.job_id)
+
+    @app.post("/analyze/repo")
+    async def repository(body: RepoReviewRequest, c: ContainerDep) -> StartResponse:
+        """Start reviewing every (selected) function of a fetched repository."""
+        dispatcher = c.dispatcher
+        if dispatcher is None:
+            raise RuntimeError("the analysis container has no dispatcher")
+        job = await anyio.to_thread.run_sync(
+            lambda: start_repository_review(
+                body.job_id,
+                body.include,
+                body.exclude,
+                body.max_functions,
+                jobs=c.jobs,
+                dispatcher=dispatcher,
+                clock=c.clock,
+            )
+        )
+        return StartResponse(job_id=job.job_id)
+
+    @app.get("/analyze/jobs/{job_id}/report", response_model=None)
+    async def report(
+        job_id: str,
+        c: ContainerDep,
+        format: Annotated[Literal["json", "markdown", "sarif"], Query()] = "json",
+    ) -> Response:
+        """The review job's findings: JSON (default), Markdown or SARIF 2.1.0."""
+        found = await anyio.to_thread.run_sync(load_report, job_id, c.jobs, c.blobs, c.clock)
+        if format == "markdown":
+            return PlainTextResponse(to_markdown(found), media_type="text/markdown")
+        if format == "sarif":
+            return JSONResponse(to_sarif(found), media_type="application/sarif+json")
+        return JSONResponse(found.model_dump(mode="json"))
 
     @app.get("/analyze/jobs/{job_id}/functions")
     async def job_functions(

@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from functions.core.analyze import AnalysisContext, ManifestCache
-from functions.core.jobs import FetchContext, run_fetch
+from functions.core.jobs import FetchContext
 from functions.core.ports import BlobStore, Clock, Dispatcher, JobStore, ReviewCache, Reviewer
+from functions.core.review_jobs import ReviewContext, run_job
 from functions.core.reviewer import CodeReviewer, RetryPolicy
 from functions.core.settings import Mode, Provider, Settings
 
@@ -49,7 +50,7 @@ class AnalysisContainer:
 
     def fetch_context(self, **overrides: Any) -> FetchContext:
         """The fetch use case's context (the Lambda adds its remaining time)."""
-        from functions.adapters.git import GitRepoFetcher
+        from functions.adapters.git_pr import GitPullRequestFetcher
 
         scratch = None
         if self.settings.mode is Mode.EMBEDDED:
@@ -58,7 +59,7 @@ class AnalysisContainer:
         values: dict[str, Any] = {
             "jobs": self.jobs,
             "blobs": self.blobs,
-            "fetcher": GitRepoFetcher(),
+            "fetcher": GitPullRequestFetcher(),
             "clock": self.clock,
             "limits": self.settings.fetch_limits,
             "lease": self.settings.fetch_lease,
@@ -79,9 +80,33 @@ class AnalysisContainer:
             wait_seconds=self.settings.function_wait_seconds,
         )
 
-    def run_fetch(self, job_id: str) -> None:
-        """Run one fetch job here (the in-process worker's task)."""
-        run_fetch(job_id, self.fetch_context())
+    def review_context(self, **overrides: Any) -> ReviewContext:
+        """The review jobs' context: the fetch context plus a reviewer per job."""
+        from functions.adapters.gateway_client import GatewayReviewer
+        from functions.adapters.git_pr import GitPullRequestFetcher
+
+        fetcher = GitPullRequestFetcher()
+        fetch = self.fetch_context(fetcher=fetcher, **overrides)
+        settings = self.settings
+
+        def reviewer() -> GatewayReviewer:
+            return GatewayReviewer(
+                base_url=settings.llm_gateway_url,
+                api_key=settings.llm_gateway_api_key.get_secret_value(),
+                timeout=settings.llm_timeout_seconds + 3.0,
+            )
+
+        return ReviewContext(
+            fetch=fetch,
+            pull_requests=fetcher,
+            reviewer_factory=reviewer,
+            concurrency=settings.review_concurrency,
+            timeout_seconds=settings.review_timeout_seconds,
+        )
+
+    def run_job(self, job_id: str) -> None:
+        """Run one job here (the in-process worker's task)."""
+        run_job(job_id, self.review_context())
 
     def recover(self, limit: int = 100) -> int:
         """Re-dispatch jobs a previous process left queued or fetching; return how many."""
@@ -156,7 +181,7 @@ def build_analysis_container(settings: Settings) -> AnalysisContainer:
             blobs=LocalFolderBlobStore(data / "blobs"),
             reviewer=reviewer,
         )
-        worker = InProcessDispatcher(container.run_fetch, workers=settings.fetch_workers)
+        worker = InProcessDispatcher(container.run_job, workers=settings.fetch_workers)
         container.dispatcher = worker
         container._closers.append(lambda: worker.shutdown(wait=False))
     container._closers.append(reviewer.aclose)

@@ -16,6 +16,7 @@ CodeReviewError
 ├── Conflict ............................. 409
 │   ├── JobNotReady
 │   ├── JobFailed
+│   ├── ReportNotAvailable
 │   ├── AmbiguousFunction
 │   ├── SourceUnparsable
 │   └── StateConflict (a conditional write lost a race; internal)
@@ -23,6 +24,7 @@ CodeReviewError
 │   └── BlobNotFound ..................... 404
 ├── FetchError (why a fetch job failed; stored on the job, not raised over HTTP)
 │   ├── RepoNotFound
+│   ├── PullRequestNotFound
 │   ├── RepoTooLarge
 │   ├── FetchTimeout
 │   └── GitFailed
@@ -126,6 +128,12 @@ class JobFailed(Conflict):
     code = "job_failed"
 
 
+class ReportNotAvailable(Conflict):
+    """The job has no report: it is not a review job, or its review has not finished."""
+
+    code = "report_not_available"
+
+
 class AmbiguousFunction(Conflict):
     """A short function name matches more than one function."""
 
@@ -173,6 +181,12 @@ class RepoNotFound(FetchError):
     """The remote has no such repository, or it is private."""
 
     code = "repo_not_found"
+
+
+class PullRequestNotFound(FetchError):
+    """The repository has no pull request with this number."""
+
+    code = "pull_request_not_found"
 
 
 class RepoTooLarge(FetchError):

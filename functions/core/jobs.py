@@ -30,6 +30,7 @@ from functions.core.errors import (
     JobFailed,
     JobNotFound,
     JobNotReady,
+    LLMError,
     StateConflict,
     StorageError,
 )
@@ -115,7 +116,7 @@ class _LeaseLost(Exception):
     """Another attempt took the job over; this attempt must stop without writing."""
 
 
-class _Attempt:
+class Attempt:
     """One worker's hold on a FETCHING job: renews the lease, records progress.
 
     A keep-alive thread renews the lease while git runs (a clone can outlast the lease), and
@@ -183,20 +184,24 @@ def _deadline(ctx: FetchContext) -> float:
     return ctx.monotonic() + max(budget, 0.0)
 
 
-def run_fetch(job_id: str, ctx: FetchContext) -> Job | None:
-    """Fetch the job's repository into the blob store and record the outcome.
+Work = Callable[[Attempt, Path], JobStats]
+"""One job's work: given the held attempt and a scratch folder, return the stats for READY."""
+
+
+def run_attempt(job_id: str, ctx: FetchContext, work: Work, what: str = "fetch") -> Job | None:
+    """Take the job, do ``work`` while holding its lease, and record READY or FAILED.
 
     Safe to call more than once for the same job (at-least-once delivery): a job that is
     READY, FAILED, or held by a live attempt is returned unchanged.
     """
     job = ctx.jobs.get(job_id)
     if job is None:
-        log.warning("fetch event for unknown job %s ignored", job_id)
+        log.warning("%s event for unknown job %s ignored", what, job_id)
         return None
     if not job.can_start(ctx.clock()):
-        log.info("job %s is %s; duplicate fetch event ignored", job_id, job.status)
+        log.info("job %s is %s; duplicate %s event ignored", job_id, job.status, what)
         return job
-    attempt = _Attempt(ctx, job)
+    attempt = Attempt(ctx, job)
     try:
         attempt.save(lambda current: current.start_fetch(ctx.clock(), ctx.lease))
     except _LeaseLost:
@@ -205,19 +210,19 @@ def run_fetch(job_id: str, ctx: FetchContext) -> Job | None:
     workdir = Path(tempfile.mkdtemp(prefix="fetch-", dir=ctx.scratch_dir))
     try:
         with attempt.keepalive():
-            stats = _fetch_and_store(attempt, workdir)
+            stats = work(attempt, workdir)
         attempt.save(lambda current: current.mark_ready(ctx.clock(), stats))
     except _LeaseLost:
         log.warning("job %s: lease lost to another worker; this attempt stops", job_id)
         return ctx.jobs.get(job_id)
-    except (FetchError, StorageError) as exc:
+    except (FetchError, StorageError, LLMError) as exc:
         _fail(attempt, exc.code, exc.message)
     except Exception:
-        log.exception("job %s: unexpected error while fetching", job_id)
+        log.exception("job %s: unexpected error in %s", job_id, what)
         _fail(
             attempt,
             "internal_error",
-            "The fetch failed unexpectedly; start a new job. "
+            f"The {what} failed unexpectedly; start a new job. "
             "If it keeps failing, report it with this job id.",
         )
     finally:
@@ -225,7 +230,12 @@ def run_fetch(job_id: str, ctx: FetchContext) -> Job | None:
     return attempt.job
 
 
-def _fail(attempt: _Attempt, code: str, message: str) -> None:
+def run_fetch(job_id: str, ctx: FetchContext) -> Job | None:
+    """Fetch the job's repository into the blob store and record the outcome."""
+    return run_attempt(job_id, ctx, _fetch_and_store)
+
+
+def _fail(attempt: Attempt, code: str, message: str) -> None:
     try:
         attempt.save(lambda current: current.mark_failed(attempt.ctx.clock(), code, message))
     except _LeaseLost:
@@ -236,7 +246,7 @@ def _fail(attempt: _Attempt, code: str, message: str) -> None:
         log.exception("job %s: could not record failure %s", attempt.job.job_id, code)
 
 
-def _fetch_and_store(attempt: _Attempt, workdir: Path) -> JobStats:
+def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
     ctx = attempt.ctx
     job = attempt.job
     started = ctx.monotonic()

@@ -22,10 +22,15 @@ MAX_FUNCTION_NAME_LENGTH = 512
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life. QUEUED -> FETCHING -> READY | FAILED."""
+    """Where a job is in its life.
+
+    Fetch jobs: QUEUED -> FETCHING -> READY | FAILED. Review jobs (a pull request, a whole
+    repository) also pass through REVIEWING before READY, which then means "report ready".
+    """
 
     QUEUED = "QUEUED"
     FETCHING = "FETCHING"
+    REVIEWING = "REVIEWING"
     READY = "READY"
     FAILED = "FAILED"
 
@@ -36,12 +41,43 @@ class JobStatus(StrEnum):
 
 
 _ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.FETCHING, JobStatus.FAILED}),
-    # FETCHING -> FETCHING: a heartbeat, or a new attempt taking over an expired lease.
-    JobStatus.FETCHING: frozenset({JobStatus.FETCHING, JobStatus.READY, JobStatus.FAILED}),
+    JobStatus.QUEUED: frozenset({JobStatus.FETCHING, JobStatus.REVIEWING, JobStatus.FAILED}),
+    # X -> X: a heartbeat, or a new attempt taking over an expired lease.
+    JobStatus.FETCHING: frozenset(
+        {JobStatus.FETCHING, JobStatus.REVIEWING, JobStatus.READY, JobStatus.FAILED}
+    ),
+    # REVIEWING -> FETCHING: a new attempt taking over an abandoned review starts over.
+    JobStatus.REVIEWING: frozenset(
+        {JobStatus.REVIEWING, JobStatus.FETCHING, JobStatus.READY, JobStatus.FAILED}
+    ),
     JobStatus.READY: frozenset(),
     JobStatus.FAILED: frozenset(),
 }
+_RUNNING = (JobStatus.FETCHING, JobStatus.REVIEWING)
+
+
+class JobKind(StrEnum):
+    """What a job does."""
+
+    REPO = "repo"
+    """Fetch a repository so its functions can be reviewed one by one."""
+    PULL_REQUEST = "pull_request"
+    """Fetch a pull request and review the functions it changed."""
+    REPO_REVIEW = "repo_review"
+    """Review every function (or a selection) of an already fetched repository."""
+
+
+class ReviewOptions(BaseModel):
+    """What a review job covers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pr_number: int | None = None
+    base_ref: str | None = None
+    source_job_id: str | None = None
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    max_functions: int | None = None
 
 
 class SkippedFile(BaseModel):
@@ -67,6 +103,12 @@ class JobStats(BaseModel):
     skipped: list[SkippedFile] = Field(default_factory=list)
     clone_seconds: float | None = None
     total_seconds: float | None = None
+    reviewed: int | None = None
+    """Review jobs: items (functions, module code) reviewed."""
+    findings: int | None = None
+    """Review jobs: findings in the report."""
+    not_reviewed: int | None = None
+    """Review jobs: items listed as skipped in the report, each with its reason."""
 
 
 class JobProgress(BaseModel):
@@ -86,6 +128,8 @@ class Job(BaseModel):
 
     job_id: str
     repo_url: str
+    kind: JobKind = JobKind.REPO
+    review: ReviewOptions | None = None
     status: JobStatus = JobStatus.QUEUED
     version: int = 1
     created_at: datetime
@@ -100,9 +144,24 @@ class Job(BaseModel):
     stats: JobStats | None = None
 
     @classmethod
-    def new(cls, job_id: str, repo_url: str, now: datetime) -> Job:
+    def new(
+        cls,
+        job_id: str,
+        repo_url: str,
+        now: datetime,
+        *,
+        kind: JobKind = JobKind.REPO,
+        review: ReviewOptions | None = None,
+    ) -> Job:
         """Create a queued job."""
-        return cls(job_id=job_id, repo_url=repo_url, created_at=now, updated_at=now)
+        return cls(
+            job_id=job_id,
+            repo_url=repo_url,
+            kind=kind,
+            review=review,
+            created_at=now,
+            updated_at=now,
+        )
 
     def _to(self, status: JobStatus, now: datetime, **changes: Any) -> Job:
         if status not in _ALLOWED[self.status]:
@@ -112,9 +171,9 @@ class Job(BaseModel):
         )
 
     def lease_expired(self, now: datetime) -> bool:
-        """Say whether a FETCHING job's worker has stopped renewing its lease."""
+        """Say whether a running job's worker has stopped renewing its lease."""
         return (
-            self.status is JobStatus.FETCHING
+            self.status in _RUNNING
             and self.lease_expires_at is not None
             and self.lease_expires_at <= now
         )
@@ -134,9 +193,19 @@ class Job(BaseModel):
             progress=JobProgress(phase="cloning"),
         )
 
+    def start_review(self, now: datetime, lease: timedelta, total: int) -> Job:
+        """Move on to reviewing ``total`` items (from FETCHING, or from QUEUED)."""
+        changes: dict[str, Any] = {
+            "lease_expires_at": now + lease,
+            "progress": JobProgress(phase="reviewing", done=0, total=total),
+        }
+        if self.status is JobStatus.QUEUED:
+            changes.update(started_at=now, attempts=self.attempts + 1)
+        return self._to(JobStatus.REVIEWING, now, **changes)
+
     def heartbeat(self, now: datetime, lease: timedelta, progress: JobProgress) -> Job:
-        """Renew the lease and report progress."""
-        return self._to(JobStatus.FETCHING, now, lease_expires_at=now + lease, progress=progress)
+        """Renew the lease and report progress (the status stays what it is)."""
+        return self._to(self.status, now, lease_expires_at=now + lease, progress=progress)
 
     def mark_ready(self, now: datetime, stats: JobStats) -> Job:
         """Record a finished fetch. Call only after every blob is stored."""
@@ -146,8 +215,14 @@ class Job(BaseModel):
             finished_at=now,
             lease_expires_at=None,
             stats=stats,
-            progress=JobProgress(phase="done", done=stats.python_files, total=stats.python_files),
+            progress=self._final_progress(stats),
         )
+
+    def _final_progress(self, stats: JobStats) -> JobProgress:
+        if self.kind is JobKind.REPO:
+            return JobProgress(phase="done", done=stats.python_files, total=stats.python_files)
+        total = (stats.reviewed or 0) + (stats.not_reviewed or 0)
+        return JobProgress(phase="done", done=total, total=total)
 
     def mark_failed(self, now: datetime, code: str, message: str) -> Job:
         """Record why the job failed."""

@@ -203,3 +203,64 @@ class StaticAnalyzer(Protocol):
     def review(self, source: str, limit: int = 20) -> list[str]:
         """Return suggestions from static findings, most severe first."""
         ...
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file a pull request touched, as git's diff sees it."""
+
+    path: str
+    """The path in the new version (the old path for a deleted file)."""
+    status: str
+    """added, modified, renamed, copied, deleted or type_changed."""
+    old_path: str | None = None
+    binary: bool = False
+    changed_lines: tuple[tuple[int, int], ...] = ()
+    """Added or changed line ranges in the new version, inclusive, 1-based."""
+
+
+class PullRequestSnapshot(Protocol):
+    """A fetched pull request: its base and head commits, what changed, the new contents."""
+
+    @property
+    def base(self) -> str:
+        """The commit the changes are compared with (the merge base, or the merge's parent)."""
+        ...
+
+    @property
+    def head(self) -> str:
+        """The commit whose files are reviewed (the pull request's head or test merge)."""
+        ...
+
+    @property
+    def changes(self) -> Sequence[FileChange]:
+        """Every file the pull request touched."""
+        ...
+
+    @property
+    def skipped(self) -> Sequence[SkippedFile]:
+        """Changed Python files that cannot be read (too large, symlinks...), with reasons."""
+        ...
+
+    def read(self) -> Generator[tuple[TreeEntry, bytes], None, None]:
+        """Yield the new version of each changed Python file that can be read."""
+        ...
+
+
+class PullRequestFetcher(Protocol):
+    """Fetches a pull request the way the host exposes it to git (``refs/pull/N/...``)."""
+
+    def fetch_pull_request(
+        self,
+        url: RepoUrl,
+        number: int,
+        base_ref: str | None,
+        workdir: Path,
+        limits: FetchLimits,
+        deadline: float,
+    ) -> PullRequestSnapshot:
+        """Fetch pull request ``number`` and diff it against its base.
+
+        Raise PullRequestNotFound, RepoNotFound, RepoTooLarge, FetchTimeout or GitFailed.
+        """
+        ...

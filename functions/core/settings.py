@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     fetch_lease_seconds: float = Field(default=60.0, gt=0)
     """A FETCHING job whose worker has not renewed its lease this long is taken as dead."""
     fetch_workers: int = Field(default=2, ge=1, le=64)
+    review_concurrency: int = Field(default=4, ge=1, le=64)
+    """Reviews in flight at once in a pull-request or repository review job."""
+    review_timeout_seconds: float = Field(default=1800.0, gt=0)
+    """Time limit of the reviewing phase of one job; what is left is listed as not reviewed."""
 
     # Embedded mode
     data_dir: Path = Path(".data")

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from functions.core.bootstrap import analysis_container
-from functions.core.jobs import run_fetch
+from functions.core.review_jobs import run_job
 from functions.lambda_runtime import LambdaEvent, observability
 
 logger, tracer, metrics = observability("fetch_repo")
@@ -50,10 +50,10 @@ def handler(event: LambdaEvent, context: Any) -> dict[str, Any]:
     logger.append_keys(job_id=fetch.job_id)
     _clear_scratch()
     container = analysis_container()
-    ctx = container.fetch_context(
+    ctx = container.review_context(
         remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000.0
     )
-    job = run_fetch(fetch.job_id, ctx)
+    job = run_job(fetch.job_id, ctx)
     status = job.status.value if job is not None else "unknown_job"
     metrics.add_metric(name=f"Fetch{status.title().replace('_', '')}", unit="Count", value=1)
     return {"job_id": fetch.job_id, "status": status}

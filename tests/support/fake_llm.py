@@ -101,6 +101,9 @@ class FakeLLM:
         self.script: list[Step] = []
         self.default: Callable[[Recorded], str] = default_review
         self.delay = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """Most chat requests being answered at the same time (to check concurrency bounds)."""
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -127,10 +130,11 @@ class FakeLLM:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
     def reset(self) -> None:
-        """Forget requests and script."""
+        """Forget requests, script and the concurrency high-water mark."""
         with self._lock:
             self.requests.clear()
             self.script.clear()
+            self.max_in_flight = 0
 
     def __enter__(self) -> FakeLLM:
         self._thread.start()
@@ -187,6 +191,15 @@ class FakeLLM:
                 request = Recorded("POST", self.path, _lower(self.headers), body)
                 with fake._lock:
                     fake.requests.append(request)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._answer(request, body)
+                finally:
+                    with fake._lock:
+                        fake.in_flight -= 1
+
+            def _answer(self, request: Recorded, body: Any) -> None:
                 step = fake._next_step()
                 wait = step.delay or fake.delay
                 if wait:
