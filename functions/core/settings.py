@@ -137,3 +137,12 @@ class Settings(BaseSettings):
     def fetch_lease(self) -> timedelta:
         """The lease a fetch attempt holds and renews."""
         return timedelta(seconds=self.fetch_lease_seconds)
+
+
+class ClientSettings(BaseSettings):
+    """Settings of the ``codereview`` command-line client."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, frozen=True)
+
+    codereview_url: str = "http://127.0.0.1:8000"
+    """The analysis service the client talks to (CODEREVIEW_URL)."""

@@ -399,3 +399,70 @@ def test_a_fetch_job_has_no_report_and_says_what_to_do(stack: Stack, sample_repo
     assert response.status_code == 409
     assert response.json()["code"] == "report_not_available"
     assert "/analyze/repo" in response.json()["message"]
+
+
+def codereview(*args: str, server: str) -> subprocess.CompletedProcess[str]:
+    """Run the command-line client as a user would (``codereview`` is ``functions.cli:main``)."""
+    import os
+    import sys
+
+    env = {**os.environ, "CODEREVIEW_URL": server}
+    return subprocess.run(
+        [sys.executable, "-m", "functions.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_prints_the_markdown_report_and_fails_on_error_findings(
+    stack: Stack, pr_repo: str, reviewing_llm: FakeLLM
+) -> None:
+    done = codereview("pr", pr_repo, "7", "--fail-on", "error", server=stack.analysis)
+
+    assert done.returncode == 1, done.stderr
+    assert "# Code review of pull request #7" in done.stdout
+    assert "app.core.beta" in done.stdout
+    assert "reviewing" in done.stderr or "done" in done.stderr  # the progress bar
+    assert "findings at or above error" in done.stderr
+
+
+def test_the_cli_writes_sarif_and_passes_when_asked_never_to_fail(
+    stack: Stack, pr_repo: str, reviewing_llm: FakeLLM, tmp_path: Path
+) -> None:
+    target = tmp_path / "review.sarif"
+
+    done = codereview(
+        "pr", pr_repo, "7", "--format", "sarif", "--output", str(target), server=stack.analysis
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(target.read_text())["version"] == "2.1.0"
+    assert done.stdout == ""
+
+
+def test_the_cli_reviews_one_function(
+    stack: Stack, sample_repo_url: str, reviewing_llm: FakeLLM
+) -> None:
+    done = codereview(
+        "function", sample_repo_url, "module_name.add", "--format", "json", server=stack.analysis
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "check this (def add(a, b):)" in " ".join(json.loads(done.stdout)["suggestions"])
+
+
+def test_the_cli_explains_a_service_it_cannot_reach_with_exit_status_2() -> None:
+    done = codereview("pr", "https://github.com/o/r", "1", server="http://127.0.0.1:9")
+
+    assert done.returncode == 2
+    assert "cannot reach the service at http://127.0.0.1:9" in done.stderr
+
+
+def test_the_cli_reports_a_failed_job_with_exit_status_2(stack: Stack, pr_repo: str) -> None:
+    done = codereview("pr", pr_repo, "999", server=stack.analysis)
+
+    assert done.returncode == 2
+    assert "pull_request_not_found" in done.stderr
