@@ -363,10 +363,13 @@ class LambdaDispatcher:
         self._client = client
         self._function_name = function_name
 
-    def dispatch(self, job_id: str) -> None:
-        """Queue the job for the fetch function and return at once (Lambda answers 202)."""
-        # Only the id travels: the worker reads everything else from the job store.
-        payload = json.dumps({"job_id": job_id}).encode()
+    def dispatch(self, job_id: str, batch: int | None = None) -> None:
+        """Queue the job (or one review batch) for the worker function; Lambda answers 202."""
+        # Only ids travel: the worker reads everything else from the job store.
+        event: dict[str, object] = {"job_id": job_id}
+        if batch is not None:
+            event["batch"] = batch
+        payload = json.dumps(event).encode()
         try:
             response = self._client.invoke(
                 FunctionName=self._function_name, InvocationType="Event", Payload=payload

@@ -19,7 +19,7 @@ from functions.core.jobs import FetchContext
 from functions.core.ports import BlobStore, Clock, Dispatcher, JobStore, ReviewCache, Reviewer
 from functions.core.review_jobs import ReviewContext, run_job
 from functions.core.reviewer import CodeReviewer, RetryPolicy
-from functions.core.settings import Mode, Provider, Settings
+from functions.core.settings import Dispatch, Mode, Provider, Settings
 
 if TYPE_CHECKING:
     from functions.adapters.openai_chat import OpenAIChatModel
@@ -96,17 +96,21 @@ class AnalysisContainer:
                 timeout=settings.llm_timeout_seconds + 3.0,
             )
 
+        if self.dispatcher is None:
+            raise RuntimeError("the analysis container has no dispatcher")
         return ReviewContext(
             fetch=fetch,
             pull_requests=fetcher,
             reviewer_factory=reviewer,
+            dispatcher=self.dispatcher,
             concurrency=settings.review_concurrency,
+            batch_size=settings.review_batch_size,
             timeout_seconds=settings.review_timeout_seconds,
         )
 
-    def run_job(self, job_id: str) -> None:
-        """Run one job here (the in-process worker's task)."""
-        run_job(job_id, self.review_context())
+    def run_job(self, job_id: str, batch: int | None = None) -> None:
+        """Run one job, or one review batch of it, here (the in-process worker's task)."""
+        run_job(job_id, self.review_context(), batch)
 
     def recover(self, limit: int = 100) -> int:
         """Re-dispatch jobs a previous process left queued or fetching; return how many."""
@@ -154,10 +158,15 @@ def build_analysis_container(settings: Settings) -> AnalysisContainer:
     if settings.mode is Mode.AWS:
         from functions.adapters.aws import DynamoJobStore, LambdaDispatcher, S3BlobStore
 
-        if not (settings.jobs_table and settings.repos_bucket and settings.fetch_function_name):
+        in_process = settings.fetch_dispatch is Dispatch.INPROCESS
+        if not (
+            settings.jobs_table
+            and settings.repos_bucket
+            and (settings.fetch_function_name or in_process)
+        ):
             raise RuntimeError(
                 "APP_MODE=aws needs JOBS_TABLE, REPOS_BUCKET and FETCH_FUNCTION_NAME "
-                "(template.yaml sets them)"
+                "(template.yaml sets them; with FETCH_DISPATCH=inprocess no function is needed)"
             )
         container = AnalysisContainer(
             settings=settings,
@@ -166,14 +175,18 @@ def build_analysis_container(settings: Settings) -> AnalysisContainer:
             ),
             blobs=S3BlobStore(_boto3_client("s3", settings), settings.repos_bucket),
             reviewer=reviewer,
-            dispatcher=LambdaDispatcher(
-                _boto3_client("lambda", settings), settings.fetch_function_name
-            ),
         )
+        if in_process or not settings.fetch_function_name:
+            _add_worker(container)
+        else:
+            container.dispatcher = LambdaDispatcher(
+                _boto3_client("lambda", settings), settings.fetch_function_name
+            )
     else:
         from functions.adapters.local import LocalFolderBlobStore, SqliteJobStore
-        from functions.adapters.worker import InProcessDispatcher
 
+        if settings.fetch_dispatch is Dispatch.LAMBDA:
+            raise RuntimeError("FETCH_DISPATCH=lambda needs APP_MODE=aws")
         data = settings.data_dir
         container = AnalysisContainer(
             settings=settings,
@@ -181,11 +194,18 @@ def build_analysis_container(settings: Settings) -> AnalysisContainer:
             blobs=LocalFolderBlobStore(data / "blobs"),
             reviewer=reviewer,
         )
-        worker = InProcessDispatcher(container.run_job, workers=settings.fetch_workers)
-        container.dispatcher = worker
-        container._closers.append(lambda: worker.shutdown(wait=False))
+        _add_worker(container)
     container._closers.append(reviewer.aclose)
     return container
+
+
+def _add_worker(container: AnalysisContainer) -> None:
+    """Run the container's jobs on worker threads in this process."""
+    from functions.adapters.worker import InProcessDispatcher
+
+    worker = InProcessDispatcher(container.run_job, workers=container.settings.fetch_workers)
+    container.dispatcher = worker
+    container._closers.append(lambda: worker.shutdown(wait=False))
 
 
 @dataclass
@@ -247,11 +267,19 @@ def build_chat_model(provider: Provider, settings: Settings) -> OpenAIChatModel 
 
 
 def build_review_cache(settings: Settings) -> ReviewCache | None:
-    """The review cache for the mode (SQLite embedded; none on AWS until its table exists)."""
+    """The review cache for the mode: SQLite embedded, DynamoDB on AWS (if REVIEW_CACHE_TABLE)."""
     if settings.mode is Mode.EMBEDDED:
         from functions.adapters.cache import SqliteReviewCache
 
         return SqliteReviewCache(settings.data_dir / "review-cache.sqlite3")
+    if settings.review_cache_table:
+        from functions.adapters.aws import DynamoReviewCache
+
+        return DynamoReviewCache(
+            _boto3_client("dynamodb", settings),
+            settings.review_cache_table,
+            ttl_seconds=settings.job_ttl_days * 24 * 3600,
+        )
     return None
 
 

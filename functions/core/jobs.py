@@ -117,7 +117,7 @@ class _LeaseLost(Exception):
 
 
 class Attempt:
-    """One worker's hold on a FETCHING job: renews the lease, records progress.
+    """One worker's hold on a running job: renews the lease, records progress.
 
     A keep-alive thread renews the lease while git runs (a clone can outlast the lease), and
     the storing loop reports progress; a lock keeps their conditional writes in order.
@@ -128,7 +128,7 @@ class Attempt:
         self.job = job
         self._lock = threading.Lock()
         self._last_beat = ctx.monotonic()
-        self._progress = JobProgress(phase="cloning")
+        self._progress = job.progress or JobProgress(phase="cloning")
         self._lost = False
         self._stop = threading.Event()
 
@@ -144,6 +144,7 @@ class Attempt:
                 self._lost = True
                 raise _LeaseLost(str(exc)) from exc
             self.job = new
+            self._progress = new.progress or self._progress
             self._last_beat = self.ctx.monotonic()
 
     def _beat(self) -> None:
@@ -184,26 +185,37 @@ def _deadline(ctx: FetchContext) -> float:
     return ctx.monotonic() + max(budget, 0.0)
 
 
-Work = Callable[[Attempt, Path], JobStats]
-"""One job's work: given the held attempt and a scratch folder, return the stats for READY."""
+Work = Callable[[Attempt, Path], JobStats | None]
+"""One job's work: given the held attempt and a scratch folder, return the stats for READY,
+or None when the work was handed on (the job's next step was dispatched)."""
 
 
-def run_attempt(job_id: str, ctx: FetchContext, work: Work, what: str = "fetch") -> Job | None:
+def run_attempt(
+    job_id: str,
+    ctx: FetchContext,
+    work: Work,
+    what: str = "fetch",
+    *,
+    may_start: Callable[[Job], bool] | None = None,
+    claim: Callable[[Job], Job] | None = None,
+) -> Job | None:
     """Take the job, do ``work`` while holding its lease, and record READY or FAILED.
 
     Safe to call more than once for the same job (at-least-once delivery): a job that is
-    READY, FAILED, or held by a live attempt is returned unchanged.
+    READY, FAILED, or held by a live attempt is returned unchanged. ``may_start`` and ``claim``
+    replace the default rule and first write (a fresh or abandoned job, taken for a fetch).
     """
     job = ctx.jobs.get(job_id)
     if job is None:
         log.warning("%s event for unknown job %s ignored", what, job_id)
         return None
-    if not job.can_start(ctx.clock()):
+    allowed = may_start(job) if may_start else job.can_start(ctx.clock())
+    if not allowed:
         log.info("job %s is %s; duplicate %s event ignored", job_id, job.status, what)
         return job
     attempt = Attempt(ctx, job)
     try:
-        attempt.save(lambda current: current.start_fetch(ctx.clock(), ctx.lease))
+        attempt.save(claim or (lambda current: current.start_fetch(ctx.clock(), ctx.lease)))
     except _LeaseLost:
         log.info("job %s was taken by another worker", job_id)
         return ctx.jobs.get(job_id)
@@ -211,7 +223,8 @@ def run_attempt(job_id: str, ctx: FetchContext, work: Work, what: str = "fetch")
     try:
         with attempt.keepalive():
             stats = work(attempt, workdir)
-        attempt.save(lambda current: current.mark_ready(ctx.clock(), stats))
+        if stats is not None:
+            attempt.save(lambda current: current.mark_ready(ctx.clock(), stats))
     except _LeaseLost:
         log.warning("job %s: lease lost to another worker; this attempt stops", job_id)
         return ctx.jobs.get(job_id)

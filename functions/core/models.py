@@ -121,8 +121,21 @@ class JobProgress(BaseModel):
     total: int | None = None
 
 
+class BatchCursor(BaseModel):
+    """A review job's chain of batches: each batch runs as its own invocation, in order."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int
+    next: int = 0
+    """The batch to run next (== total when all are done)."""
+    running: int | None = None
+    """The batch a worker has claimed (its lease covers it)."""
+    items_done: int = 0
+
+
 class Job(BaseModel):
-    """A repository fetch (and, later, review) job."""
+    """A repository fetch, pull-request review or repository review job."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -142,6 +155,8 @@ class Job(BaseModel):
     error_message: str | None = None
     progress: JobProgress | None = None
     stats: JobStats | None = None
+    batches: BatchCursor | None = None
+    """Review jobs: where the chain of review batches is."""
 
     @classmethod
     def new(
@@ -193,15 +208,57 @@ class Job(BaseModel):
             progress=JobProgress(phase="cloning"),
         )
 
-    def start_review(self, now: datetime, lease: timedelta, total: int) -> Job:
-        """Move on to reviewing ``total`` items (from FETCHING, or from QUEUED)."""
+    def start_review(
+        self, now: datetime, lease: timedelta, total: int, batches: int = 0, done: int = 0
+    ) -> Job:
+        """Move on to reviewing ``total`` items in ``batches`` (from FETCHING, or QUEUED)."""
         changes: dict[str, Any] = {
             "lease_expires_at": now + lease,
-            "progress": JobProgress(phase="reviewing", done=0, total=total),
+            "progress": JobProgress(phase="reviewing", done=done, total=total),
+            "batches": BatchCursor(total=batches, items_done=done) if batches else None,
         }
         if self.status is JobStatus.QUEUED:
             changes.update(started_at=now, attempts=self.attempts + 1)
         return self._to(JobStatus.REVIEWING, now, **changes)
+
+    def batch_is_held(self, batch: int, now: datetime) -> bool:
+        """Say whether a live worker is running ``batch`` (a redelivered event must not)."""
+        cursor = self.batches
+        return (
+            cursor is not None
+            and cursor.running == batch
+            and self.lease_expires_at is not None
+            and self.lease_expires_at > now
+        )
+
+    def claim_batch(self, batch: int, now: datetime, lease: timedelta) -> Job:
+        """Take batch ``batch`` for this worker (the next one in the chain)."""
+        cursor = self.batches
+        if self.status is not JobStatus.REVIEWING or cursor is None or cursor.next != batch:
+            raise ValueError(f"job {self.job_id}: batch {batch} is not the next to run")
+        return self._to(
+            JobStatus.REVIEWING,
+            now,
+            lease_expires_at=now + lease,
+            batches=cursor.model_copy(update={"running": batch}),
+        )
+
+    def finish_batch(self, batch: int, now: datetime, lease: timedelta, items: int) -> Job:
+        """Record batch ``batch`` done (``items`` reviewed or skipped); the next one is due."""
+        cursor = self.batches
+        if cursor is None or cursor.running != batch:
+            raise ValueError(f"job {self.job_id}: batch {batch} is not running")
+        done = cursor.items_done + items
+        total = self.progress.total if self.progress else None
+        return self._to(
+            JobStatus.REVIEWING,
+            now,
+            lease_expires_at=now + lease,
+            batches=cursor.model_copy(
+                update={"next": batch + 1, "running": None, "items_done": done}
+            ),
+            progress=JobProgress(phase="reviewing", done=done, total=total),
+        )
 
     def heartbeat(self, now: datetime, lease: timedelta, progress: JobProgress) -> Job:
         """Renew the lease and report progress (the status stays what it is)."""

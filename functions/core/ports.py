@@ -61,10 +61,10 @@ class JobStore(Protocol):
 
 
 class Dispatcher(Protocol):
-    """Starts the background fetch of a job (async Lambda invoke, in-process worker)."""
+    """Starts a job's background work (async Lambda invoke, in-process worker)."""
 
-    def dispatch(self, job_id: str) -> None:
-        """Hand the job to a worker and return at once."""
+    def dispatch(self, job_id: str, batch: int | None = None) -> None:
+        """Hand the job (or one review batch of it) to a worker and return at once."""
         ...
 
 

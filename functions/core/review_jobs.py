@@ -13,12 +13,13 @@ from __future__ import annotations
 import fnmatch
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import anyio
+from pydantic import BaseModel, ConfigDict
 
 from functions.core.errors import (
     CodeReviewError,
@@ -82,9 +83,10 @@ def report_key(job_id: str) -> str:
     return f"reports/{job_id}/report.json"
 
 
-@dataclass(frozen=True)
-class ReviewItem:
+class ReviewItem(BaseModel):
     """One thing to review: a function, a method, or a block of module-level code."""
+
+    model_config = ConfigDict(frozen=True)
 
     path: str
     name: str
@@ -98,7 +100,34 @@ class ReviewItem:
         """Lines ``first``..``last`` (file numbering) of this item, as an item of their own."""
         lines = self.source.splitlines(keepends=True)
         text = "".join(lines[first - self.start_line : last - self.start_line + 1])
-        return replace(self, start_line=first, end_line=last, source=text)
+        return self.model_copy(update={"start_line": first, "end_line": last, "source": text})
+
+
+class ReviewPlan(BaseModel):
+    """What a review job will cover, stored once; each batch reads its slice."""
+
+    report: Report
+    items: list[ReviewItem]
+    not_reviewed: list[NotReviewed]
+    batch_size: int
+
+    @property
+    def batches(self) -> int:
+        """How many batches the items make."""
+        return -(-len(self.items) // self.batch_size)
+
+    def batch(self, index: int) -> list[ReviewItem]:
+        """The items of batch ``index``."""
+        return self.items[index * self.batch_size : (index + 1) * self.batch_size]
+
+
+class BatchResult(BaseModel):
+    """What one batch produced."""
+
+    reviewed: list[str]
+    findings: list[Finding]
+    not_reviewed: list[NotReviewed]
+    failures: int
 
 
 class ClosableReviewer(Reviewer, Protocol):
@@ -116,9 +145,13 @@ class ReviewContext:
     fetch: FetchContext
     pull_requests: PullRequestFetcher
     reviewer_factory: Callable[[], ClosableReviewer]
-    """A new reviewer per job: the job runs on its own event loop, in a worker."""
+    """A new reviewer per batch: each batch runs on its own event loop, in a worker."""
+    dispatcher: Dispatcher
+    """Starts the next batch of the chain (an async Lambda invoke, or the in-process worker)."""
     concurrency: int = 4
-    timeout_seconds: float = 1800.0
+    batch_size: int = 50
+    timeout_seconds: float = 840.0
+    """Time limit of one batch (under Lambda's 15 minutes); the rest is listed as not reviewed."""
 
 
 def _dotted(path: str, qualname: str | None) -> str:
@@ -206,13 +239,13 @@ def plan_pull_request(
             skipped.append(NotReviewed(path=path, reason="binary file"))
         elif not path.endswith(".py"):
             skipped.append(NotReviewed(path=path, reason="not a Python file"))
+        elif not change.changed_lines:
+            what = f"renamed from {change.old_path}" if change.old_path else change.status
+            skipped.append(NotReviewed(path=path, reason=f"{what}, with no changed lines"))
         elif path in unreadable:
             skipped.append(NotReviewed(path=path, reason=unreadable[path]))
         elif path not in contents:
             skipped.append(NotReviewed(path=path, reason="could not be read from the commit"))
-        elif not change.changed_lines:
-            what = f"renamed from {change.old_path}" if change.old_path else change.status
-            skipped.append(NotReviewed(path=path, reason=f"{what}, with no changed lines"))
         else:
             changed = {n for a, b in change.changed_lines for n in range(a, b + 1)}
             file_items, file_skipped = plan_file(path, contents[path], changed, max_bytes)
@@ -346,25 +379,44 @@ async def review_items(
     return outcome
 
 
-def _finish(
-    attempt: Attempt,
-    ctx: ReviewContext,
-    items: list[ReviewItem],
-    skipped: list[NotReviewed],
-    report: Report,
-    stats: JobStats,
-) -> JobStats:
-    """Review the planned items on this worker's own event loop, then store the report."""
+def plan_key(job_id: str) -> str:
+    """Blob key of a review job's plan."""
+    return f"reports/{job_id}/plan.json"
+
+
+def batch_key(job_id: str, batch: int) -> str:
+    """Blob key of one batch's result."""
+    return f"reports/{job_id}/batches/{batch:05d}.json"
+
+
+def _store_plan(attempt: Attempt, ctx: ReviewContext, plan: ReviewPlan) -> JobStats | None:
+    """Store the plan and start the chain of batches (or finish at once if there is nothing)."""
     fetch = ctx.fetch
+    job_id = attempt.job.job_id
+    fetch.blobs.put(plan_key(job_id), plan.model_dump_json().encode())
+    total = len(plan.items) + len(plan.not_reviewed)
+    skipped = len(plan.not_reviewed)
     attempt.save(
-        lambda job: job.start_review(fetch.clock(), fetch.lease, len(items) + len(skipped))
+        lambda job: job.start_review(fetch.clock(), fetch.lease, total, plan.batches, skipped)
     )
+    if not plan.items:
+        return _assemble(ctx, job_id, plan, [])
+    ctx.dispatcher.dispatch(job_id, 0)
+    return None
+
+
+def _run_batch(ctx: ReviewContext, batch: int, attempt: Attempt) -> JobStats | None:
+    """Review one batch; start the next, or assemble the report after the last."""
+    fetch = ctx.fetch
+    job_id = attempt.job.job_id
+    plan = ReviewPlan.model_validate_json(fetch.blobs.get(plan_key(job_id)))
+    items = plan.batch(batch)
+    cursor = attempt.job.batches
+    before = cursor.items_done if cursor else 0
     budget = ctx.timeout_seconds
     if fetch.remaining_seconds is not None:
         budget = min(budget, fetch.remaining_seconds() - fetch.safety_seconds)
-
-    def progress(done: int, total: int) -> None:
-        attempt.progress("reviewing", len(skipped) + done, len(skipped) + total)
+    total = len(plan.items) + len(plan.not_reviewed)
 
     async def review() -> ReviewOutcome:
         reviewer = ctx.reviewer_factory()
@@ -374,36 +426,64 @@ def _finish(
                 reviewer,
                 concurrency=ctx.concurrency,
                 timeout_seconds=max(budget, 0.0),
-                on_progress=progress,
+                on_progress=lambda done, _: attempt.progress("reviewing", before + done, total),
             )
         finally:
             await reviewer.aclose()
 
     outcome = anyio.run(review)
-    if items and outcome.failures == len(items):
+    result = BatchResult(
+        reviewed=outcome.reviewed,
+        findings=outcome.findings,
+        not_reviewed=outcome.not_reviewed,
+        failures=outcome.failures,
+    )
+    fetch.blobs.put(batch_key(job_id, batch), result.model_dump_json().encode())
+    if batch + 1 < plan.batches:
+        attempt.save(lambda job: job.finish_batch(batch, fetch.clock(), fetch.lease, len(items)))
+        ctx.dispatcher.dispatch(job_id, batch + 1)
+        return None
+    results = [
+        BatchResult.model_validate_json(fetch.blobs.get(batch_key(job_id, k)))
+        for k in range(plan.batches - 1)
+    ]
+    return _assemble(ctx, job_id, plan, [*results, result])
+
+
+def _assemble(
+    ctx: ReviewContext, job_id: str, plan: ReviewPlan, results: list[BatchResult]
+) -> JobStats:
+    """Write the report from every batch's result; return the job's final stats."""
+    reviewed = sorted(name for r in results for name in r.reviewed)
+    failures = sum(r.failures for r in results)
+    not_reviewed = plan.not_reviewed + [n for r in results for n in r.not_reviewed]
+    if plan.items and failures == len(plan.items):
         raise ProviderUnavailable(
             "No item could be reviewed: the LLM gateway failed every time. First reason: "
-            + outcome.not_reviewed[-1].reason
+            + next(n.reason for r in results for n in r.not_reviewed)
         )
-    report = report.model_copy(
+    findings = sorted(
+        (f for r in results for f in r.findings),
+        key=lambda f: (f.path, f.start_line, f.severity.rank),
+    )
+    report = plan.report.model_copy(
         update={
-            "reviewed": sorted(outcome.reviewed),
-            "findings": outcome.findings,
-            "not_reviewed": skipped + outcome.not_reviewed,
+            "reviewed": reviewed,
+            "findings": findings,
+            "not_reviewed": not_reviewed,
             "generated_at": datetime.now(UTC),
         }
     )
-    fetch.blobs.put(report_key(report.job_id), report.model_dump_json().encode())
-    return stats.model_copy(
-        update={
-            "reviewed": len(outcome.reviewed),
-            "findings": len(outcome.findings),
-            "not_reviewed": len(report.not_reviewed),
-        }
+    ctx.fetch.blobs.put(report_key(job_id), report.model_dump_json().encode())
+    return JobStats(
+        commit=report.head_commit,
+        reviewed=len(reviewed),
+        findings=len(findings),
+        not_reviewed=len(not_reviewed),
     )
 
 
-def _review_pull_request(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> JobStats:
+def _review_pull_request(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> JobStats | None:
     fetch = ctx.fetch
     job = attempt.job
     options = job.review or ReviewOptions()
@@ -429,13 +509,8 @@ def _review_pull_request(ctx: ReviewContext, attempt: Attempt, workdir: Path) ->
         head_commit=snapshot.head,
         generated_at=datetime.now(UTC),
     )
-    stats = JobStats(
-        commit=snapshot.head,
-        python_files=len(contents),
-        files_in_repo=len(snapshot.changes),
-        clone_seconds=round(fetch.monotonic() - started, 3),
-    )
-    return _finish(attempt, ctx, items, skipped, report, stats)
+    plan = ReviewPlan(report=report, items=items, not_reviewed=skipped, batch_size=ctx.batch_size)
+    return _store_plan(attempt, ctx, plan)
 
 
 def select_functions(
@@ -452,7 +527,7 @@ def select_functions(
     return paths
 
 
-def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> JobStats:
+def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> JobStats | None:
     fetch = ctx.fetch
     job = attempt.job
     options = job.review or ReviewOptions()
@@ -490,21 +565,40 @@ def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> J
         head_commit=manifest.commit,
         generated_at=datetime.now(UTC),
     )
-    stats = JobStats(commit=manifest.commit, python_files=len(manifest.files))
-    return _finish(attempt, ctx, items, skipped, report, stats)
+    plan = ReviewPlan(report=report, items=items, not_reviewed=skipped, batch_size=ctx.batch_size)
+    return _store_plan(attempt, ctx, plan)
 
 
-def run_job(job_id: str, ctx: ReviewContext) -> Job | None:
-    """Run whatever the job is (the worker's and the fetch Lambda's one entry point)."""
-    job = ctx.fetch.jobs.get(job_id)
+def run_job(job_id: str, ctx: ReviewContext, batch: int | None = None) -> Job | None:
+    """Run whatever the event asks (the worker's and the fetch Lambda's one entry point).
+
+    Without ``batch``: fetch (and plan a review). With ``batch``: run that batch of a review.
+    Every path is idempotent: a redelivered or duplicate event does nothing.
+    """
+    fetch = ctx.fetch
+    if batch is not None:
+        return run_attempt(
+            job_id,
+            fetch,
+            lambda attempt, _: _run_batch(ctx, batch, attempt),
+            f"review batch {batch}",
+            may_start=lambda job: (
+                job.status is JobStatus.REVIEWING
+                and job.batches is not None
+                and job.batches.next == batch
+                and not job.batch_is_held(batch, fetch.clock())
+            ),
+            claim=lambda job: job.claim_batch(batch, fetch.clock(), fetch.lease),
+        )
+    job = fetch.jobs.get(job_id)
     if job is None or job.kind is JobKind.REPO:
-        return run_fetch(job_id, ctx.fetch)
+        return run_fetch(job_id, fetch)
     if job.kind is JobKind.PULL_REQUEST:
         return run_attempt(
-            job_id, ctx.fetch, lambda a, w: _review_pull_request(ctx, a, w), "pull-request review"
+            job_id, fetch, lambda a, w: _review_pull_request(ctx, a, w), "pull-request review"
         )
     return run_attempt(
-        job_id, ctx.fetch, lambda a, w: _review_repository(ctx, a, w), "repository review"
+        job_id, fetch, lambda a, w: _review_repository(ctx, a, w), "repository review"
     )
 
 

@@ -33,6 +33,13 @@ class Mode(StrEnum):
     AWS = "aws"
 
 
+class Dispatch(StrEnum):
+    """Where fetch jobs run: an async invoke of the fetch Lambda, or worker threads here."""
+
+    LAMBDA = "lambda"
+    INPROCESS = "inprocess"
+
+
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "your-api-key", "sk-...", "xxx", "todo"}
 
 
@@ -90,8 +97,10 @@ class Settings(BaseSettings):
     fetch_workers: int = Field(default=2, ge=1, le=64)
     review_concurrency: int = Field(default=4, ge=1, le=64)
     """Reviews in flight at once in a pull-request or repository review job."""
-    review_timeout_seconds: float = Field(default=1800.0, gt=0)
-    """Time limit of the reviewing phase of one job; what is left is listed as not reviewed."""
+    review_batch_size: int = Field(default=50, ge=1, le=1000)
+    """Items per review batch; each batch is one worker invocation (one Lambda on AWS)."""
+    review_timeout_seconds: float = Field(default=840.0, gt=0)
+    """Time limit of one review batch (under Lambda's 15 minutes); what is left is listed."""
 
     # Embedded mode
     data_dir: Path = Path(".data")
@@ -101,6 +110,11 @@ class Settings(BaseSettings):
     repos_bucket: str | None = None
     fetch_function_name: str | None = None
     job_ttl_days: int = Field(default=7, ge=1)
+    review_cache_table: str | None = None
+    """DynamoDB table of the gateway's review cache; unset: no cache in AWS mode."""
+    fetch_dispatch: Dispatch | None = None
+    """Default: lambda in AWS mode, inprocess embedded. inprocess with APP_MODE=aws keeps jobs
+    and sources in DynamoDB and S3 (or a moto server) but fetches in this process."""
 
     @field_validator("llm_fallback_providers", "allowed_repo_hosts", mode="before")
     @classmethod

@@ -22,11 +22,13 @@ logger, tracer, metrics = observability("fetch_repo")
 
 
 class FetchEvent(BaseModel):
-    """The event /analyze/start sends."""
+    """The event the dispatcher sends: a job id, and a batch for review batches."""
 
     model_config = ConfigDict(extra="ignore")
 
     job_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
+    batch: int | None = Field(default=None, ge=0)
+    """A review job's batch to run; absent for a fetch (and a review's planning)."""
 
 
 def _clear_scratch() -> None:
@@ -38,7 +40,7 @@ def _clear_scratch() -> None:
 
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-@logger.inject_lambda_context(log_event=True)
+@logger.inject_lambda_context(log_event=True, clear_state=True)
 def handler(event: LambdaEvent, context: Any) -> dict[str, Any]:
     """Fetch the job's repository; return the job's resulting status."""
     try:
@@ -46,14 +48,20 @@ def handler(event: LambdaEvent, context: Any) -> dict[str, Any]:
     except ValidationError as exc:
         # Retrying a malformed event cannot help: log it and finish.
         logger.error("invalid fetch event", extra={"errors": exc.errors(include_input=False)})
+        metrics.add_metric(name="FetchInvalidEvent", unit="Count", value=1)
         return {"status": "invalid_event"}
     logger.append_keys(job_id=fetch.job_id)
     _clear_scratch()
-    container = analysis_container()
-    ctx = container.review_context(
-        remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000.0
-    )
-    job = run_job(fetch.job_id, ctx)
+    try:
+        ctx = analysis_container().review_context(
+            remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000.0
+        )
+        job = run_job(fetch.job_id, ctx, fetch.batch)
+    except Exception:
+        # Raising makes Lambda retry the event (EventInvokeConfig); the job's conditional writes
+        # make the retry safe. Counted so that an alarm can see workers failing.
+        metrics.add_metric(name="FetchRaised", unit="Count", value=1)
+        raise
     status = job.status.value if job is not None else "unknown_job"
     metrics.add_metric(name=f"Fetch{status.title().replace('_', '')}", unit="Count", value=1)
     return {"job_id": fetch.job_id, "status": status}

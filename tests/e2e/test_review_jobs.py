@@ -117,6 +117,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_llm_server: FakeLLM) ->
                 "DATA_DIR": str(data / "analysis"),
                 "LLM_GATEWAY_URL": f"{gateway.url}/v1",
                 "REVIEW_CONCURRENCY": "4",
+                "REVIEW_BATCH_SIZE": "50",
             },
             data / "analysis.log",
         )

@@ -104,10 +104,10 @@ class RecordingDispatcher:
         self.dispatched: list[str] = []
         self.error = error
 
-    def dispatch(self, job_id: str) -> None:
+    def dispatch(self, job_id: str, batch: int | None = None) -> None:
         if self.error is not None:
             raise self.error
-        self.dispatched.append(job_id)
+        self.dispatched.append(job_id if batch is None else f"{job_id}#{batch}")
 
 
 @dataclass
