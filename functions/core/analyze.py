@@ -14,10 +14,15 @@ from dataclasses import dataclass
 
 import anyio
 
-from functions.core.errors import BlobNotFound, StorageError
+from functions.core.errors import BlobNotFound, StorageError, WrongJobKind
 from functions.core.jobs import file_key, manifest_key, wait_until_ready
 from functions.core.locate import extract_source, resolve
-from functions.core.models import FunctionSource, RepoManifest, validate_function_name
+from functions.core.models import (
+    FunctionSource,
+    JobKind,
+    RepoManifest,
+    validate_function_name,
+)
 from functions.core.ports import BlobStore, Clock, JobStore, Reviewer
 
 
@@ -70,7 +75,13 @@ class AnalysisContext:
 async def locate_function(job_id: str, function_name: str, ctx: AnalysisContext) -> FunctionSource:
     """Find the function's exact source, waiting (bounded) for a job that is still fetching."""
     name = validate_function_name(function_name)
-    await wait_until_ready(job_id, ctx.jobs, ctx.clock, wait_seconds=ctx.wait_seconds)
+    job = await wait_until_ready(job_id, ctx.jobs, ctx.clock, wait_seconds=ctx.wait_seconds)
+    if job.kind is not JobKind.REPO:
+        raise WrongJobKind(
+            f"Job {job_id} is a {job.kind.value.replace('_', ' ')} job; functions are looked up "
+            f"in a repository fetched with POST /analyze/start. Its findings are at "
+            f"GET /analyze/jobs/{job_id}/report."
+        )
     manifest = await ctx.manifests.get(job_id)
     path, info = resolve(manifest, name)
     data = await anyio.to_thread.run_sync(ctx.blobs.get, file_key(job_id, path))

@@ -17,6 +17,7 @@ CodeReviewError
 │   ├── JobNotReady
 │   ├── JobFailed
 │   ├── ReportNotAvailable
+│   ├── WrongJobKind
 │   ├── AmbiguousFunction
 │   ├── SourceUnparsable
 │   └── StateConflict (a conditional write lost a race; internal)
@@ -132,6 +133,12 @@ class ReportNotAvailable(Conflict):
     """The job has no report: it is not a review job, or its review has not finished."""
 
     code = "report_not_available"
+
+
+class WrongJobKind(Conflict):
+    """The job is of another kind than the endpoint works with."""
+
+    code = "wrong_job_kind"
 
 
 class AmbiguousFunction(Conflict):

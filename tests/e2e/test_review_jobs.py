@@ -390,6 +390,21 @@ def test_a_repository_review_covers_every_selected_function(
     assert len(over) == 3  # shop has 7 functions and methods
 
 
+def test_a_review_job_is_not_a_repository_to_look_functions_up_in(
+    stack: Stack, pr_repo: str, reviewing_llm: FakeLLM
+) -> None:
+    job_id = stack.start_pr(pr_repo, 7)
+    stack.wait(job_id)
+
+    response = httpx.post(
+        f"{stack.analysis}/analyze/function", json={"job_id": job_id, "function_name": "beta"}
+    )
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "wrong_job_kind"
+    assert f"/analyze/jobs/{job_id}/report" in response.json()["message"]
+
+
 def test_a_fetch_job_has_no_report_and_says_what_to_do(stack: Stack, sample_repo_url: str) -> None:
     fetched = httpx.post(f"{stack.analysis}/analyze/start", json={"repo_url": sample_repo_url})
     job_id = fetched.json()["job_id"]
