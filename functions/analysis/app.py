@@ -185,9 +185,7 @@ def create_app(container: AnalysisContainer | None = None) -> FastAPI:
     @app.post("/analyze/start")
     async def start(body: StartRequest, c: ContainerDep) -> StartResponse:
         """Validate the repository URL, start fetching it in the background, return the job id."""
-        dispatcher = c.dispatcher
-        if dispatcher is None:
-            raise RuntimeError("the analysis container has no dispatcher")
+        dispatcher = c.require_dispatcher()
         job = await anyio.to_thread.run_sync(
             lambda: start_fetch(
                 body.repo_url,
@@ -227,9 +225,7 @@ def create_app(container: AnalysisContainer | None = None) -> FastAPI:
     @app.post("/analyze/pr")
     async def pull_request(body: PullRequestRequest, c: ContainerDep) -> StartResponse:
         """Start reviewing the functions a pull request changed; poll the job, then its report."""
-        dispatcher = c.dispatcher
-        if dispatcher is None:
-            raise RuntimeError("the analysis container has no dispatcher")
+        dispatcher = c.require_dispatcher()
         job = await anyio.to_thread.run_sync(
             lambda: start_pull_request_review(
                 body.repo_url,
@@ -246,9 +242,7 @@ def create_app(container: AnalysisContainer | None = None) -> FastAPI:
     @app.post("/analyze/repo")
     async def repository(body: RepoReviewRequest, c: ContainerDep) -> StartResponse:
         """Start reviewing every (selected) function of a fetched repository."""
-        dispatcher = c.dispatcher
-        if dispatcher is None:
-            raise RuntimeError("the analysis container has no dispatcher")
+        dispatcher = c.require_dispatcher()
         job = await anyio.to_thread.run_sync(
             lambda: start_repository_review(
                 body.job_id,

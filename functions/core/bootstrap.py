@@ -80,6 +80,12 @@ class AnalysisContainer:
             wait_seconds=self.settings.function_wait_seconds,
         )
 
+    def require_dispatcher(self) -> Dispatcher:
+        """The dispatcher; every container the composition root builds has one."""
+        if self.dispatcher is None:
+            raise RuntimeError("the analysis container has no dispatcher")
+        return self.dispatcher
+
     def review_context(self, **overrides: Any) -> ReviewContext:
         """The review jobs' context: the fetch context plus a reviewer per job."""
         from functions.adapters.gateway_client import GatewayReviewer
@@ -96,13 +102,11 @@ class AnalysisContainer:
                 timeout=settings.llm_timeout_seconds + 3.0,
             )
 
-        if self.dispatcher is None:
-            raise RuntimeError("the analysis container has no dispatcher")
         return ReviewContext(
             fetch=fetch,
             pull_requests=fetcher,
             reviewer_factory=reviewer,
-            dispatcher=self.dispatcher,
+            dispatcher=self.require_dispatcher(),
             concurrency=settings.review_concurrency,
             batch_size=settings.review_batch_size,
             timeout_seconds=settings.review_timeout_seconds,
