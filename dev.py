@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -48,6 +49,29 @@ def ensure_tools() -> None:
     marker.write_text("\n".join(PINS))
 
 
+def start_llama_build() -> subprocess.Popen[bytes] | None:
+    """Start building the tests' llama-server in the background (a no-op once it is cached).
+
+    The first build takes 4-8 minutes; the test fixture waits for it on the build's file lock.
+    A failure here never fails the command: the fixture then builds again and reports why.
+    """
+    if os.name != "posix":
+        return None
+    script = ROOT / "tests" / "support" / "llama" / "build.py"
+    try:
+        # Progress lines go to stderr, the binary's path to stdout (not needed here).
+        return subprocess.Popen(
+            [str(_bin("python")), str(script)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        print(f"Could not start the llama-server build in the background: {exc}", flush=True)
+        return None
+
+
 def main(argv: list[str]) -> int:
     """Run the command named in ``argv``."""
     if sys.version_info < (3, 11):  # noqa: UP036 - dev.py must explain on old Pythons
@@ -70,7 +94,16 @@ def main(argv: list[str]) -> int:
     else:
         print(__doc__)
         return 0 if command in ("help", "-h", "--help") else 2
-    return subprocess.run(args, cwd=ROOT, env=env, check=False).returncode
+    # The whole suite needs llama-server; building it overlaps with lint and type checks.
+    build = start_llama_build() if command == "test" and not rest else None
+    try:
+        return subprocess.run(args, cwd=ROOT, env=env, check=False).returncode
+    finally:
+        if build is not None and build.poll() is None:
+            print("Stopping the unfinished llama-server build (the run ended first).", flush=True)
+            # SIGINT, so that build.py removes its temporary build directory on the way out.
+            os.killpg(build.pid, signal.SIGINT)
+            build.wait()
 
 
 if __name__ == "__main__":
