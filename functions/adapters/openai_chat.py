@@ -8,6 +8,7 @@ faults are worth retrying. Secrets never appear in the messages it raises.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import openai
 from openai import AsyncOpenAI
 
 from functions.core.errors import (
+    FunctionTooLarge,
     LLMError,
     ProviderBadResponse,
     ProviderNotConfigured,
@@ -62,7 +64,14 @@ def _short(text: object, limit: int = 300) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def translate_error(exc: openai.OpenAIError, provider: str, base_url: str) -> LLMError:
+_CONTEXT_RE = re.compile(
+    r"context[ _-]?(length|size|window)|maximum context|too many tokens|prompt is too long", re.I
+)
+
+
+def translate_error(
+    exc: openai.OpenAIError, provider: str, base_url: str
+) -> LLMError | FunctionTooLarge:
     """Turn an ``openai`` exception into our error, saying which provider failed and why."""
     if isinstance(exc, openai.APITimeoutError):
         return ProviderTimeout(
@@ -113,6 +122,12 @@ def translate_error(exc: openai.OpenAIError, provider: str, base_url: str) -> LL
                 retryable=True,
                 retry_after=_retry_after(exc.response.headers),
                 details=details,
+            )
+        if status in (400, 413, 422) and _CONTEXT_RE.search(exc.message or ""):
+            return FunctionTooLarge(
+                f"The function does not fit {provider}'s context window ({detail}). Review a "
+                "smaller function, or give the model a larger context (LLM_CONTEXT_TOKENS and "
+                "the server's context size)."
             )
         return ProviderBadResponse(
             f"{provider} rejected the request ({status}): {detail}",

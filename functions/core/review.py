@@ -199,6 +199,15 @@ def echoes_prompt(text: str) -> bool:
     return not _PROMPT_SHINGLES.isdisjoint(_shingles(text))
 
 
+_TAG_RE = re.compile(r"^\[[a-z]+\]\s*(Line \d+:\s*)?")
+_WORD_RE = re.compile(r"[A-Za-z]{3,}")
+
+
+def _is_prose(text: str) -> bool:
+    """A word at least, once the category tag is gone (not ``[readability] }}}}``)."""
+    return _WORD_RE.search(_TAG_RE.sub("", text)) is not None
+
+
 def normalize_suggestions(
     items: Iterable[str], *, limit: int = MAX_SUGGESTIONS, max_chars: int = MAX_SUGGESTION_CHARS
 ) -> list[str]:
@@ -206,7 +215,7 @@ def normalize_suggestions(
     kept: list[str] = []
     for raw in items:
         text = " ".join(str(raw).split())
-        if not text or not _key(text) or echoes_prompt(text):
+        if not _is_prose(text) or echoes_prompt(text):
             continue
         if len(text) > max_chars:
             text = text[: max_chars - 1].rstrip() + "…"

@@ -315,3 +315,16 @@ def test_secrets_are_redacted_before_the_code_leaves_and_keys_never_surface(
     for secret in ("sk-test-primary-0123456789abcdef", "sk-live-abcdefghijklmnopqrstuvwxyz"):
         assert secret not in response.text
         assert secret not in caplog.text
+
+
+def test_a_model_server_out_of_context_is_a_413_not_a_bad_gateway(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    message = "the request exceeds the available context size, try increasing it"
+    fake_llm.push(Step(status=400, body={"error": {"message": message, "type": "invalid"}}))
+
+    response = analyze(settings(fake_llm, tmp_path))
+
+    assert response.status_code == 413
+    assert response.json()["code"] == "function_too_large"
+    assert len(fake_llm.chat_requests()) == 1

@@ -56,7 +56,7 @@ def test_unusable_answers_raise_a_parse_error(text: str) -> None:
 
 
 def test_normalize_drops_empty_and_duplicate_suggestions_and_caps_count_and_length() -> None:
-    items = ["", "  ", "Add a docstring.", "add a docstring", "x" * 2000]
+    items = ["", "  ", "Add a docstring.", "add a docstring", "word " * 400]
     items += [f"Suggestion number {i} about topic {i * 7}" for i in range(30)]
 
     result = normalize_suggestions(items, limit=5, max_chars=100)
@@ -125,3 +125,8 @@ def test_ordinary_code_is_not_redacted() -> None:
     code = 'def f(token_count: int) -> str:\n    return "ok"\n'
 
     assert redact_secrets(code) == (code, 0)
+
+
+@pytest.mark.parametrize("junk", ["[readability] }}}}", "}", "[bug] Line 3: x", "42", "-- --"])
+def test_suggestions_without_words_are_dropped(junk: str) -> None:
+    assert normalize_suggestions([junk, "Rename x to count."]) == ["Rename x to count."]
