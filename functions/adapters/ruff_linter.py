@@ -232,6 +232,10 @@ class StaticReviewer:
         """Return up to ``limit`` suggestions (``[category] Line n: message``); [] if clean."""
         return findings_to_suggestions(self.findings(source), limit)
 
+    def quick_review(self, source: str, limit: int = 20) -> list[str]:
+        """The AST checks' suggestions alone: no ruff process, for a prompt built at once."""
+        return findings_to_suggestions(analyze_function(source), limit)
+
 
 def _find_ruff() -> str | None:
     try:

@@ -201,7 +201,11 @@ class StaticAnalyzer(Protocol):
     """Finds real problems in one function without a model (ruff and AST checks)."""
 
     def review(self, source: str, limit: int = 20) -> list[str]:
-        """Return suggestions from static findings, most severe first."""
+        """Return suggestions from every static check (linters included), most severe first."""
+        ...
+
+    def quick_review(self, source: str, limit: int = 20) -> list[str]:
+        """Return suggestions from the in-process checks only (well under a millisecond)."""
         ...
 
 

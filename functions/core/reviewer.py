@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from functions.core.errors import (
+    CodeReviewError,
     FunctionTooLarge,
     LLMError,
     ProviderBadResponse,
@@ -106,7 +107,10 @@ class CodeReviewer:
         async def static() -> list[str]:
             # Computed once, and only when needed: a cache hit never runs the linters.
             if not static_memo:
-                static_memo.append(await anyio.to_thread.run_sync(self.static.review, code))
+                found = await anyio.to_thread.run_sync(
+                    self.static.review, code, abandon_on_cancel=True
+                )
+                static_memo.append(found)
             return static_memo[0]
 
         last_error: LLMError | None = None
@@ -141,9 +145,11 @@ class CodeReviewer:
             hit = await anyio.to_thread.run_sync(self.cache.get, key)
             if hit is not None:
                 return ReviewResult(hit, model.provider, model.model, cached=True)
-        static = await static_findings()
+        # The prompt gets the cheap AST findings; the linters (a ruff process) run while the
+        # model thinks, and their findings are merged in afterwards.
+        quick = self.static.quick_review(code)
         safe_code, redactions = redact_secrets(code)
-        messages = build_messages(safe_code, static_findings=static, context=context)
+        messages = build_messages(safe_code, static_findings=quick, context=context)
         needed = sum(estimate_tokens(m["content"]) for m in messages) + self.max_output_tokens
         if needed > self.context_tokens:
             raise FunctionTooLarge(
@@ -152,8 +158,37 @@ class CodeReviewer:
                 "Review a smaller function, or raise LLM_CONTEXT_TOKENS for a bigger model.",
                 details={"estimated_tokens": needed, "context_tokens": self.context_tokens},
             )
-        attempts = 0
-        content, attempts = await self._complete(model, messages, deadline, attempts)
+        full: list[list[str]] = []
+
+        async def lint() -> None:
+            full.append(await static_findings())
+
+        answer: tuple[list[str], int] | None = None
+        failure: CodeReviewError | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(lint)
+            try:
+                answer = await self._ask(model, messages, deadline)
+            except CodeReviewError as exc:
+                # Raised outside the group, as itself (a group would wrap it), linters abandoned.
+                failure = exc
+                group.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        assert answer is not None
+        suggestions, attempts = answer
+        merged = merge_suggestions(suggestions, full[0], limit=MAX_SUGGESTIONS)
+        if self.cache is not None:
+            await anyio.to_thread.run_sync(self.cache.put, key, merged)
+        return ReviewResult(
+            merged, model.provider, model.model, attempts=attempts, redactions=redactions
+        )
+
+    async def _ask(
+        self, model: ChatModel, messages: list[dict[str, str]], deadline: float
+    ) -> tuple[list[str], int]:
+        """The model's suggestions, asking once more if its first answer is unusable."""
+        content, attempts = await self._complete(model, messages, deadline, 0)
         try:
             suggestions = parse_suggestions(content)
         except ReviewParseError as first:
@@ -174,12 +209,7 @@ class CodeReviewer:
                     f"after one repair attempt: {second}.",
                     provider=model.provider,
                 ) from second
-        merged = merge_suggestions(suggestions, static, limit=MAX_SUGGESTIONS)
-        if self.cache is not None:
-            await anyio.to_thread.run_sync(self.cache.put, key, merged)
-        return ReviewResult(
-            merged, model.provider, model.model, attempts=attempts, redactions=redactions
-        )
+        return suggestions, attempts
 
     async def _complete(
         self,

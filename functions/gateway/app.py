@@ -217,7 +217,8 @@ def create_app(container: GatewayContainer | None = None) -> FastAPI:
         if body.stream:
             chunks = await c.passthrough.chat_stream(payload, timeout=timeout)
             return StreamingResponse(_passthrough_chunks(chunks), media_type="text/event-stream")
-        return await c.passthrough.chat(payload, timeout=timeout)
+        answer = await c.passthrough.chat(payload, timeout=timeout)
+        return Response(content=answer, media_type="application/json")
 
     return app
 

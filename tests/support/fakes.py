@@ -181,13 +181,17 @@ class ScriptedModel:
 class StaticFindings:
     """StaticAnalyzer with fixed findings."""
 
-    def __init__(self, findings: list[str] | None = None) -> None:
+    def __init__(self, findings: list[str] | None = None, quick: list[str] | None = None) -> None:
         self.findings = findings or []
+        self.quick = self.findings if quick is None else quick
         self.calls = 0
 
     def review(self, source: str, limit: int = 20) -> list[str]:
         self.calls += 1
         return list(self.findings)[:limit]
+
+    def quick_review(self, source: str, limit: int = 20) -> list[str]:
+        return list(self.quick)[:limit]
 
 
 class DictCache:

@@ -178,3 +178,18 @@ def test_secrets_are_redacted_before_the_code_leaves() -> None:
     sent = model.calls[0][1]["content"]
     assert "AKIAABCDEFGHIJKLMNOP" not in sent
     assert result.redactions == 1
+
+
+def test_the_prompt_gets_the_quick_findings_and_the_answer_all_of_them() -> None:
+    static = StaticFindings(
+        ["[docs] Line 1: add a docstring to `add`.", "[bug] Line 2: ruff says B006 here."],
+        quick=["[docs] Line 1: add a docstring to `add`."],
+    )
+    model = ScriptedModel([GOOD])
+
+    result = run(reviewer(model, static=static))
+
+    prompt = model.calls[0][1]["content"]
+    assert "add a docstring" in prompt
+    assert "ruff says" not in prompt
+    assert "[bug] Line 2: ruff says B006 here." in result.suggestions
