@@ -92,6 +92,10 @@ def default_review(request: Recorded) -> str:
     )
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # a burst of 50 connections must not overflow a backlog of 5
+
+
 class FakeLLM:
     """The server. Use as a context manager; ``base_url`` ends with /v1."""
 
@@ -105,7 +109,7 @@ class FakeLLM:
         self.max_in_flight = 0
         """Most chat requests being answered at the same time (to check concurrency bounds)."""
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -158,6 +162,7 @@ class FakeLLM:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # small answers must not wait for a delayed ACK
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -87,6 +87,7 @@ def _as_bytes(content: bytes | str) -> bytes:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128
 
     def __init__(self, owner: GitHttpServer) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -102,6 +103,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.0: the CGI output is streamed and the connection close marks its end.
     protocol_version = "HTTP/1.0"
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:

@@ -41,7 +41,7 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 
 class Service:
-    """``uvicorn APP`` in a child process, listening on a socket we bound (no port race)."""
+    """The app under uvicorn in a child process, on a socket we bound (no port race)."""
 
     def __init__(
         self,
@@ -81,17 +81,7 @@ class Service:
         fd = self._sock.fileno()
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    self.app,
-                    "--fd",
-                    str(fd),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
+                [sys.executable, "-m", "tests.support.serve_fd", self.app, str(fd)],
                 cwd=REPO_ROOT,
                 env=clean_env(self.env) if self.isolated else {**os.environ, **self.env},
                 stdout=log,
