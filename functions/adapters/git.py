@@ -22,6 +22,7 @@ import logging
 import os
 import posixpath
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -511,7 +512,10 @@ class _Runner:
                 url.url,
                 str(workdir),
             ]
-            with self.spawn(args, cwd=workdir.parent, stderr=errors) as proc:
+            with (
+                self.spawn(args, cwd=workdir.parent, stderr=errors) as proc,
+                _ExitWaiter(proc) as exited,
+            ):
                 try:
                     while True:
                         done = _has_exited(proc)
@@ -525,7 +529,7 @@ class _Runner:
                             break
                         if time.monotonic() >= self.deadline:
                             raise self.timeout("downloading")
-                        time.sleep(max(0.0, min(_POLL_SECONDS, self.deadline - time.monotonic())))
+                        exited.wait(max(0.0, min(_POLL_SECONDS, self.deadline - time.monotonic())))
                 finally:
                     _end(proc)
             if proc.returncode != 0:
@@ -572,6 +576,43 @@ class _Runner:
                 raise GitFailed(f"git could not list the files of {self.name}: {said}")
         listing.finish()
         return listing
+
+
+class _ExitWaiter:
+    """Sleeps until a poll interval passes or the process exits, whichever comes first.
+
+    A pidfd (Linux 5.3+) becomes readable when the process exits, without reaping it, so the
+    clone loop sees the end at once instead of up to a poll interval (50 ms, 25 ms on
+    average) later, which is a third of a small repository's fetch. Where there are no
+    pidfds it sleeps, as before.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._fd: int | None = None
+        self._poll: select.poll | None = None
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is not None and hasattr(select, "poll"):
+            with contextlib.suppress(OSError):
+                self._fd = pidfd_open(proc.pid)
+                # poll, not select: a busy server's descriptors may pass select's 1024 limit.
+                self._poll = select.poll()
+                self._poll.register(self._fd, select.POLLIN)
+
+    def wait(self, seconds: float) -> None:
+        """Return after ``seconds``, or sooner when the process has exited."""
+        if self._poll is None:
+            time.sleep(seconds)
+            return
+        self._poll.poll(seconds * 1000.0)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._poll = None
 
 
 class _Watchdog:
