@@ -2,7 +2,7 @@
 """One entry point for a fresh machine with only Python 3.11+ and git.
 
     python3 dev.py demo [REPO_URL [FUNCTION ...]]   start both services and run a demo review
-    python3 dev.py test                             run lint, type checks and the whole test suite
+    python3 dev.py test                             lint, type checks, tests, template.yaml
     python3 dev.py nox [ARGS ...]                   run any nox session (e.g. -s bench)
 
 It installs pinned poetry and nox into .tools/ (once), and nox installs the locked dependencies.
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         args = [*nox, "-s", "demo", "--", *rest]
     elif command == "test":
-        args = [*nox, "-s", "lint", "typecheck", "tests", *(["--", *rest] if rest else [])]
+        args = [*nox, "-s", "lint", "typecheck", "tests", "sam", *(["--", *rest] if rest else [])]
     elif command == "nox":
         args = [*nox, *rest]
     else:

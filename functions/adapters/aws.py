@@ -1,4 +1,4 @@
-"""AWS adapters: blobs in S3, jobs in DynamoDB, fetch workers started by an async Lambda invoke.
+"""AWS adapters: blobs in S3, jobs and cached reviews in DynamoDB, workers started by Lambda.
 
 The only module that touches boto3. Clients are passed in (built by the composition root, or by
 tests against moto), never created here, and every SDK error leaves as one of ours:
@@ -8,7 +8,9 @@ tests against moto), never created here, and every SDK error leaves as one of ou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -354,6 +356,99 @@ class DynamoJobStore:
             return Job.model_validate_json(item["body"]["S"])
         except (KeyError, TypeError, ValidationError) as exc:
             raise StorageError(f"a job item in table {self._table} is unreadable: {exc}") from exc
+
+
+class DynamoReviewCache:
+    """Finished reviews as items in one DynamoDB table, expiring after ``ttl_seconds``.
+
+    Item: ``cache_key`` (S, partition key), ``suggestions`` (S, a JSON list) and ``expires_at``
+    (N, epoch seconds, the table's TTL attribute). DynamoDB deletes expired items within a day
+    or two, not at once, so ``get`` also treats an item past ``expires_at`` as a miss.
+    """
+
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table: str,
+        ttl_seconds: float = 7 * 24 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_seconds < 0:
+            raise ValueError("ttl_seconds must not be negative")
+        self._client = client
+        self._table = table
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    @classmethod
+    def create_table(cls, client: DynamoDBClient, table: str) -> None:
+        """Create the cache table (on-demand, key ``cache_key``, TTL on ``expires_at``) and wait.
+
+        For tests and local development; deployed stacks declare the same table in the template.
+        """
+        try:
+            client.create_table(
+                TableName=table,
+                AttributeDefinitions=[{"AttributeName": "cache_key", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "cache_key", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            client.get_waiter("table_exists").wait(
+                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+            )
+            client.update_time_to_live(
+                TableName=table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(
+                f"could not create DynamoDB table {table} ({_describe(exc)})"
+            ) from exc
+
+    def _failure(self, operation: str, exc: ClientError | BotoCoreError) -> StorageError:
+        return StorageError(
+            f"DynamoDB {operation} on review cache table {self._table} failed ({_describe(exc)})."
+            " Check that the table exists and that this function may use it."
+        )
+
+    def get(self, key: str) -> list[str] | None:
+        """Return the cached suggestions, or None when absent or expired."""
+        try:
+            response = self._client.get_item(
+                TableName=self._table,
+                Key={"cache_key": {"S": key}},
+                ProjectionExpression="suggestions, expires_at",
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("GetItem", exc) from exc
+        item = response.get("Item")
+        if item is None:
+            return None
+        try:
+            expires_at = float(item[TTL_ATTRIBUTE]["N"])
+            value = json.loads(item["suggestions"]["S"])
+        except (KeyError, ValueError):
+            return None  # an item we cannot read is a miss; the next put replaces it
+        if expires_at <= self._clock() or not isinstance(value, list):
+            return None
+        return [str(suggestion) for suggestion in value]
+
+    def put(self, key: str, suggestions: list[str]) -> None:
+        """Remember ``suggestions`` for ``key``."""
+        # Whole seconds, as DynamoDB's TTL wants them; rounding down keeps ttl_seconds an
+        # upper bound (at most one second early, never late).
+        expires_at = math.floor(self._clock() + self._ttl)
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "cache_key": {"S": key},
+                    "suggestions": {"S": json.dumps(suggestions)},
+                    TTL_ATTRIBUTE: {"N": str(expires_at)},
+                },
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failure("PutItem", exc) from exc
 
 
 class LambdaDispatcher:

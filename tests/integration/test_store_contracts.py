@@ -1,9 +1,9 @@
 """One contract per port, run against every adapter of it, plus each adapter's own promises.
 
 BlobStore: a local folder, S3 in-process (moto ``mock_aws``) and S3 over HTTP (a moto server on
-127.0.0.1). JobStore: SQLite, DynamoDB in-process and DynamoDB over HTTP. If a case passes for
-one adapter and fails for another, the use cases would behave differently in embedded and AWS
-mode: that is the bug these tests exist to catch.
+127.0.0.1). JobStore and ReviewCache: SQLite, DynamoDB in-process and DynamoDB over HTTP. If a
+case passes for one adapter and fails for another, the use cases would behave differently in
+embedded and AWS mode: that is the bug these tests exist to catch.
 """
 
 from __future__ import annotations
@@ -27,11 +27,18 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.response import StreamingBody
 from moto import mock_aws
 
-from functions.adapters.aws import TTL_ATTRIBUTE, DynamoJobStore, LambdaDispatcher, S3BlobStore
+from functions.adapters.aws import (
+    TTL_ATTRIBUTE,
+    DynamoJobStore,
+    DynamoReviewCache,
+    LambdaDispatcher,
+    S3BlobStore,
+)
+from functions.adapters.cache import SqliteReviewCache
 from functions.adapters.local import LocalFolderBlobStore, SqliteJobStore
 from functions.core.errors import BlobNotFound, StateConflict, StorageError
 from functions.core.models import Job, JobProgress, JobStats, JobStatus, SkippedFile
-from functions.core.ports import BlobStore, JobStore
+from functions.core.ports import BlobStore, JobStore, ReviewCache
 from tests.support.aws import (
     create_dummy_function,
     dynamodb_client,
@@ -144,6 +151,45 @@ def job_store(request: pytest.FixtureRequest, tmp_path: Path) -> JobStore:
         "dynamo_mock" if request.param == "dynamo-mock" else "dynamo_server"
     )
     return DynamoJobStore(client, table)
+
+
+@contextmanager
+def _cache_table(endpoint: str | None) -> Iterator[tuple[DynamoDBClient, str]]:
+    client = dynamodb_client(endpoint)
+    table = _unique("cache")
+    try:
+        DynamoReviewCache.create_table(client, table)
+        yield client, table
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cache_mock() -> Iterator[tuple[DynamoDBClient, str]]:
+    """A DynamoDB client and a fresh review-cache table, in-process moto."""
+    with mock_aws(), _cache_table(None) as pair:
+        yield pair
+
+
+@pytest.fixture
+def cache_server(moto_endpoint: str) -> Iterator[tuple[DynamoDBClient, str]]:
+    """A DynamoDB client and a fresh review-cache table on the moto server."""
+    with _cache_table(moto_endpoint) as pair:
+        yield pair
+
+
+ReviewCacheFactory = Callable[[float], ReviewCache]
+
+
+@pytest.fixture(params=["sqlite", "dynamo-mock", "dynamo-server"])
+def review_cache(request: pytest.FixtureRequest, tmp_path: Path) -> ReviewCacheFactory:
+    """Every ReviewCache adapter in turn, empty: call it with the entries' lifetime (seconds)."""
+    if request.param == "sqlite":
+        return lambda ttl: SqliteReviewCache(tmp_path / "cache.sqlite3", ttl_seconds=ttl)
+    client, table = request.getfixturevalue(
+        "cache_mock" if request.param == "dynamo-mock" else "cache_server"
+    )
+    return lambda ttl: DynamoReviewCache(client, table, ttl_seconds=ttl)
 
 
 def full_job(job_id: str) -> Job:
@@ -346,6 +392,93 @@ def test_job_list_unfinished_returns_queued_and_fetching_only(job_store: JobStor
 
 def test_job_get_of_missing_job_returns_none(job_store: JobStore) -> None:
     assert job_store.get("no-such-job") is None
+
+
+# --- ReviewCache contract ---------------------------------------------------------------------
+
+WEEK = 7 * 24 * 3600.0
+
+
+def test_review_cache_miss_is_none(review_cache: ReviewCacheFactory) -> None:
+    cache = review_cache(WEEK)
+    cache.put("other-key", ["x"])
+
+    assert cache.get("a" * 64) is None
+
+
+@pytest.mark.parametrize(
+    "suggestions",
+    [["[docs] Line 1: add a docstring.", '[typing] ünïcode, "quotes" and\nnewlines'], []],
+    ids=["two", "none"],
+)
+def test_review_cache_round_trips_suggestions_in_order(
+    review_cache: ReviewCacheFactory, suggestions: list[str]
+) -> None:
+    cache = review_cache(WEEK)
+
+    cache.put("k" * 64, suggestions)
+
+    assert cache.get("k" * 64) == suggestions
+
+
+def test_review_cache_put_replaces_the_entry(review_cache: ReviewCacheFactory) -> None:
+    cache = review_cache(WEEK)
+    cache.put("key", ["old"])
+
+    cache.put("key", ["new", "newer"])
+
+    assert cache.get("key") == ["new", "newer"]
+
+
+def test_review_cache_entry_past_its_lifetime_is_a_miss(review_cache: ReviewCacheFactory) -> None:
+    expired = review_cache(0)
+    expired.put("key", ["stale"])
+
+    assert expired.get("key") is None
+
+
+def test_dynamo_review_cache_item_has_the_ttl_attribute(
+    cache_mock: tuple[DynamoDBClient, str],
+) -> None:
+    client, table = cache_mock
+    cache = DynamoReviewCache(client, table, ttl_seconds=3600, clock=lambda: 1_000_000.5)
+
+    cache.put("key", ["a"])
+
+    item = client.get_item(TableName=table, Key={"cache_key": {"S": "key"}})["Item"]
+    assert item[TTL_ATTRIBUTE] == {"N": "1003600"}  # whole seconds, rounded down
+    assert json.loads(item["suggestions"]["S"]) == ["a"]
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert ttl.get("TimeToLiveStatus") == "ENABLED"
+    assert ttl.get("AttributeName") == TTL_ATTRIBUTE
+
+
+def test_dynamo_review_cache_ignores_an_expired_item_dynamodb_has_not_deleted_yet(
+    cache_mock: tuple[DynamoDBClient, str],
+) -> None:
+    # DynamoDB's TTL deletes expired items within days, not at once.
+    client, table = cache_mock
+    now = [1_000_000.0]
+    cache = DynamoReviewCache(client, table, ttl_seconds=60, clock=lambda: now[0])
+    cache.put("key", ["a"])
+    assert cache.get("key") == ["a"]
+
+    now[0] += 61
+
+    assert cache.get("key") is None
+
+
+def test_dynamo_review_cache_missing_table_is_storage_error(
+    cache_mock: tuple[DynamoDBClient, str],
+) -> None:
+    client, _ = cache_mock
+    cache = DynamoReviewCache(client, "no-such-table")
+
+    with pytest.raises(StorageError, match="no-such-table") as caught:
+        cache.get("key")
+    assert isinstance(caught.value.__cause__, ClientError)
+    with pytest.raises(StorageError, match="PutItem"):
+        cache.put("key", ["a"])
 
 
 # --- LocalFolderBlobStore ---------------------------------------------------------------------
