@@ -25,6 +25,7 @@ from functions.core.errors import (
     LLMError,
     ProviderBadResponse,
     ProviderTimeout,
+    StorageError,
 )
 from functions.core.ports import ChatModel, ReviewCache, StaticAnalyzer
 from functions.core.review import (
@@ -141,10 +142,9 @@ class CodeReviewer:
         deadline: float,
     ) -> ReviewResult:
         key = self.cache_key(model, code, context)
-        if self.cache is not None:
-            hit = await anyio.to_thread.run_sync(self.cache.get, key)
-            if hit is not None:
-                return ReviewResult(hit, model.provider, model.model, cached=True)
+        hit = await self._cached(key)
+        if hit is not None:
+            return ReviewResult(hit, model.provider, model.model, cached=True)
         # The prompt gets the cheap AST findings; the linters (a ruff process) run while the
         # model thinks, and their findings are merged in afterwards.
         quick = self.static.quick_review(code)
@@ -178,11 +178,28 @@ class CodeReviewer:
         assert answer is not None
         suggestions, attempts = answer
         merged = merge_suggestions(suggestions, full[0], limit=MAX_SUGGESTIONS)
-        if self.cache is not None:
-            await anyio.to_thread.run_sync(self.cache.put, key, merged)
+        await self._remember(key, merged)
         return ReviewResult(
             merged, model.provider, model.model, attempts=attempts, redactions=redactions
         )
+
+    async def _cached(self, key: str) -> list[str] | None:
+        """The cached review, or None; a cache that fails is a miss, never a failed review."""
+        if self.cache is None:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(self.cache.get, key)
+        except StorageError as exc:
+            log.warning("review cache unavailable, reviewing anyway: %s", exc.message)
+            return None
+
+    async def _remember(self, key: str, suggestions: list[str]) -> None:
+        if self.cache is None:
+            return
+        try:
+            await anyio.to_thread.run_sync(self.cache.put, key, suggestions)
+        except StorageError as exc:
+            log.warning("review cache unavailable, answer not cached: %s", exc.message)
 
     async def _ask(
         self, model: ChatModel, messages: list[dict[str, str]], deadline: float

@@ -193,3 +193,21 @@ def test_the_prompt_gets_the_quick_findings_and_the_answer_all_of_them() -> None
     assert "add a docstring" in prompt
     assert "ruff says" not in prompt
     assert "[bug] Line 2: ruff says B006 here." in result.suggestions
+
+
+def test_a_failing_cache_is_a_miss_not_a_failed_review() -> None:
+    from functions.core.errors import StorageError
+
+    class BrokenCache:
+        def get(self, key: str) -> list[str] | None:
+            raise StorageError("DynamoDB is throttling")
+
+        def put(self, key: str, suggestions: list[str]) -> None:
+            raise StorageError("DynamoDB is throttling")
+
+    model = ScriptedModel([GOOD])
+
+    result = run(reviewer(model, cache=BrokenCache()))
+
+    assert result.suggestions[0] == "[bug] Check types."
+    assert not result.cached
