@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.core.analyze import locate_function, review_function
 from functions.core.bootstrap import AnalysisContainer, analysis_container
 from functions.core.jobs import get_job, start_fetch, wait_until_ready
-from functions.core.locate import dotted_names
 from functions.core.models import Job, JobProgress, JobStats, ReviewOptions
 from functions.core.report import to_markdown, to_sarif
 from functions.core.review_jobs import (
@@ -279,8 +278,7 @@ def create_app(container: AnalysisContainer | None = None) -> FastAPI:
     ) -> FunctionList:
         """List the function names of a READY job (optionally those starting with ``prefix``)."""
         await wait_until_ready(job_id, c.jobs, c.clock, wait_seconds=0)
-        manifest = await c.manifests.get(job_id)
-        names = [n for n in dotted_names(manifest) if n.startswith(prefix)]
+        names = [n for n in await c.manifests.dotted_names(job_id) if n.startswith(prefix)]
         return FunctionList(job_id=job_id, total=len(names), functions=names[:limit])
 
     return app

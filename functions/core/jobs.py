@@ -34,8 +34,8 @@ from functions.core.errors import (
     StateConflict,
     StorageError,
 )
-from functions.core.locate import build_manifest, index_module
-from functions.core.models import Job, JobProgress, JobStats, JobStatus, ModuleInfo
+from functions.core.locate import build_path_manifest
+from functions.core.models import Job, JobProgress, JobStats, JobStatus
 from functions.core.ports import (
     BlobStore,
     Clock,
@@ -260,6 +260,13 @@ def _fail(attempt: Attempt, code: str, message: str) -> None:
 
 
 def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
+    """Clone, store every Python file, then a manifest of their paths; parse nothing.
+
+    Functions are indexed when a lookup first needs them (``functions.core.analyze``): the
+    fetch is as fast as copying the files, and in the embedded mode it does not compete for
+    the interpreter with requests being served. So ``functions`` and ``unparsable_files``
+    are not known here, and the stats say None rather than guess.
+    """
     ctx = attempt.ctx
     job = attempt.job
     started = ctx.monotonic()
@@ -271,7 +278,7 @@ def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
     clone_seconds = ctx.monotonic() - started
     entries = snapshot.entries
     attempt.progress("storing", 0, len(entries))
-    modules: list[ModuleInfo] = []
+    sizes: dict[str, int] = {}
     stored_bytes = 0
 
     def blobs() -> Iterator[tuple[str, bytes]]:
@@ -284,22 +291,21 @@ def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
                         f"Storing the repository's files took longer than the "
                         f"{ctx.limits.timeout_seconds:.0f} s limit."
                     )
-                info = index_module(entry.path, data, max_bytes=ctx.limits.max_file_bytes)
-                modules.append(info)
+                sizes[entry.path] = len(data)
                 stored_bytes += len(data)
-                attempt.progress("storing", len(modules), len(entries))
+                attempt.progress("storing", len(sizes), len(entries))
                 yield file_key(job.job_id, entry.path), data
 
     ctx.blobs.put_many(blobs())
-    manifest = build_manifest(job.job_id, snapshot.commit, modules)
+    manifest = build_path_manifest(
+        job.job_id, snapshot.commit, sizes, max_bytes=ctx.limits.max_file_bytes
+    )
     ctx.blobs.put(manifest_key(job.job_id), manifest.model_dump_json().encode())
     return JobStats(
         commit=snapshot.commit,
         files_in_repo=snapshot.files_in_repo,
-        python_files=len(modules),
+        python_files=len(sizes),
         bytes_stored=stored_bytes,
-        functions=sum(len(m.functions) for m in modules),
-        unparsable_files=sum(1 for m in modules if m.error),
         skipped=list(snapshot.skipped),
         clone_seconds=round(clone_seconds, 3),
         total_seconds=round(ctx.monotonic() - started, 3),

@@ -1,9 +1,12 @@
 """Find one function's source in a fetched repository without parsing the repository per request.
 
-At fetch time every Python file goes through ``index_module`` (parsed once, bounded) and the
-results become a ``RepoManifest`` (``build_manifest``). At request time ``resolve`` maps a
-dotted name such as ``pkg.mod.Class.method`` to a file and a ``FunctionInfo`` with dictionary
-lookups, and ``extract_source`` cuts the function's lines out of that one file.
+The fetch stores the files and a manifest of their paths (``build_path_manifest``): module
+name -> paths, path -> size; it parses nothing. ``index_module`` parses one file (bounded) and
+lists its functions; ``build_manifest`` turns every file's result into an indexed manifest
+(the whole-repository index). At request time ``FunctionIndex.resolve`` maps a dotted name
+such as ``pkg.mod.Class.method`` to the candidate files with dictionary lookups on the module
+map, gets those files parsed from its ``ModuleSource``, and ``extract_source`` cuts the
+function's lines out of the one file. Only bare names and suggestions need the whole index.
 
 Naming rules:
 
@@ -17,8 +20,9 @@ Naming rules:
 * A function's name is its module plus its qualified name (``Outer.Inner.method``). Functions
   nested in functions are not addressable and are not indexed.
 
-Nothing here does IO. Pure apart from memoisation: ``FunctionIndex`` builds lookup tables lazily,
-and ``resolve`` keeps a few of them for the manifests it saw last (see ``index_for``).
+Nothing here does IO: reading files is the ``ModuleSource``'s business. Pure apart from
+memoisation: ``FullIndex`` and ``FunctionIndex`` build lookup tables lazily, and ``resolve``
+keeps a few of them for the indexed manifests it saw last (see ``index_for``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import threading
 import tokenize
 import warnings
 from collections import OrderedDict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
+from typing import Protocol
 
 from functions.core.errors import AmbiguousFunction, FunctionNotFound, SourceUnparsable
 from functions.core.models import (
@@ -237,7 +242,38 @@ def index_module(path: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) 
 
 
 def build_manifest(job_id: str, commit: str | None, modules: Iterable[ModuleInfo]) -> RepoManifest:
-    """Build the manifest: module name -> sorted paths, and path -> ModuleInfo."""
+    """Build an indexed manifest: module name -> sorted paths, and path -> parsed ModuleInfo."""
+    return _manifest(job_id, commit, modules, functions_indexed=True)
+
+
+def build_path_manifest(
+    job_id: str,
+    commit: str | None,
+    sizes: Mapping[str, int],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> RepoManifest:
+    """Build a manifest from paths and sizes alone (no parsing): what the fetch stores.
+
+    ``max_bytes`` is recorded as the limit for parsing its files later.
+    """
+    modules = (ModuleInfo(path=path, size=size) for path, size in sizes.items())
+    return _manifest(job_id, commit, modules, functions_indexed=False, parse_max_bytes=max_bytes)
+
+
+def parse_limit(manifest: RepoManifest) -> int:
+    """The size limit for parsing the manifest's files (see ``RepoManifest.parse_max_bytes``)."""
+    return manifest.parse_max_bytes or DEFAULT_MAX_BYTES
+
+
+def _manifest(
+    job_id: str,
+    commit: str | None,
+    modules: Iterable[ModuleInfo],
+    *,
+    functions_indexed: bool,
+    parse_max_bytes: int | None = None,
+) -> RepoManifest:
     files: dict[str, ModuleInfo] = {}
     for module in modules:
         files[module.path] = module  # a path seen twice: the later report wins
@@ -250,6 +286,8 @@ def build_manifest(job_id: str, commit: str | None, modules: Iterable[ModuleInfo
         commit=commit,
         modules={name: sorted(paths) for name, paths in sorted(providers.items())},
         files=dict(sorted(files.items())),
+        functions_indexed=functions_indexed,
+        parse_max_bytes=parse_max_bytes,
     )
 
 
@@ -275,33 +313,105 @@ def extract_source(data: bytes, info: FunctionInfo) -> str:
 # --- resolving names ------------------------------------------------------------------------
 
 
-class FunctionIndex:
-    """Lookup tables over one manifest, built lazily; keep one next to each cached manifest.
+class ModuleSource(Protocol):
+    """Where a ``FunctionIndex`` gets the parsed files of one repository from.
 
-    The common case (a dotted name whose module exists) costs a few dict lookups plus, once per
-    file, a qualname table for that file. The tables over the whole repository (short name ->
-    functions, and for very large ones first letter -> short names) are built on first need
-    by the short-name and not-found paths.
-    The manifest must not be mutated after the index is made. Lazy fills are plain attribute
-    or key assignments of complete values, so concurrent use at worst builds a table twice.
+    An indexed manifest is its own source (``FullIndex``). For a manifest of paths only, the
+    caller supplies one that reads and parses a file when first asked, and builds (or loads)
+    the whole-repository index only when ``full`` is called (``functions.core.analyze``).
+    """
+
+    def module(self, path: str) -> ModuleInfo:
+        """The parse result of one file of the manifest (its functions, or why it failed)."""
+        ...
+
+    def full(self) -> FullIndex:
+        """Every file's parse result. O(repository) the first time: call only on need."""
+        ...
+
+
+class FullIndex:
+    """Every file's functions (an indexed manifest) and the repository-wide lookup tables.
+
+    The tables (short name -> functions, and for very large repositories first letter ->
+    short names) are built on first need by the short-name and not-found paths. Lazy fills
+    are plain attribute assignments of complete values, so concurrent use at worst builds a
+    table twice. Also a ``ModuleSource`` over itself.
     """
 
     def __init__(self, manifest: RepoManifest) -> None:
+        if not manifest.functions_indexed:
+            raise ValueError(
+                f"the manifest of job {manifest.job_id} lists paths only; index it first"
+            )
         self.manifest = manifest
-        self._by_file: dict[str, dict[str, FunctionInfo]] = {}
-        self._names_of: dict[str, list[str]] = {}
         self._by_short: dict[str, list[tuple[str, FunctionInfo]]] | None = None
         self._by_initial: dict[str, list[str]] | None = None
+
+    def module(self, path: str) -> ModuleInfo:
+        """The file's entry (an empty one for a path the manifest does not have)."""
+        module = self.manifest.files.get(path)
+        return module if module is not None else ModuleInfo(path=path, size=0)
+
+    def full(self) -> FullIndex:
+        """This index."""
+        return self
+
+    def unparsable(self) -> int:
+        """How many files could not be parsed."""
+        return sum(1 for module in self.manifest.files.values() if module.error)
+
+    def short_table(self) -> dict[str, list[tuple[str, FunctionInfo]]]:
+        """Short name (last part of the qualname) -> ``(path, FunctionInfo)`` of every function."""
+        if self._by_short is None:
+            table: dict[str, list[tuple[str, FunctionInfo]]] = {}
+            for path, module in self.manifest.files.items():
+                for info in module.functions:
+                    short = info.qualname.rpartition(".")[2]
+                    table.setdefault(short, []).append((path, info))
+            self._by_short = table
+        return self._by_short
+
+    def short_pool(self, short: str) -> Collection[str]:
+        """The short names worth comparing with ``short`` for suggestions."""
+        table = self.short_table()
+        if len(table) <= CLOSEST_POOL_LIMIT:
+            return table.keys()
+        # Past this size one difflib pass over every name takes most of a second. A typo
+        # rarely changes a name's first letter, so only names sharing it are compared.
+        if self._by_initial is None:
+            by_initial: dict[str, list[str]] = {}
+            for known in table:
+                by_initial.setdefault(_initial(known), []).append(known)
+            self._by_initial = by_initial
+        return self._by_initial.get(_initial(short), [])
+
+
+class FunctionIndex:
+    """Resolves names over one manifest, asking its ``ModuleSource`` for parsed files.
+
+    A dotted name whose module exists costs dict lookups on the manifest's module map plus
+    one parsed file per candidate path (the longest module prefix first, shorter ones only if
+    it lacks the name). Only bare names, suggestions for a name that was not found and
+    ``dotted_names`` need the whole repository (``source.full()``).
+    Cheap to make: per-file tables are kept for the index's lifetime only, so make one per
+    request when the source bounds what it keeps, or keep one per indexed manifest
+    (``index_for``). The manifest must not be mutated after the index is made.
+    """
+
+    def __init__(self, manifest: RepoManifest, source: ModuleSource | None = None) -> None:
+        self.manifest = manifest
+        self.source: ModuleSource = source if source is not None else FullIndex(manifest)
+        self._by_file: dict[str, dict[str, FunctionInfo]] = {}
+        self._names_of: dict[str, list[str]] = {}
 
     # -- tables
 
     def functions_in(self, path: str) -> dict[str, FunctionInfo]:
-        """Qualname -> FunctionInfo for one file (empty if unknown or unparsable)."""
+        """Qualname -> FunctionInfo for one file (empty if unparsable)."""
         table = self._by_file.get(path)
         if table is None:
-            module = self.manifest.files.get(path)
-            functions = module.functions if module is not None else []
-            table = {info.qualname: info for info in functions}
+            table = {info.qualname: info for info in self.source.module(path).functions}
             self._by_file[path] = table
         return table
 
@@ -329,35 +439,11 @@ class FunctionIndex:
                 return f"{name}.{qualname}"
         return f"{path}:{qualname}"
 
-    def _short_table(self) -> dict[str, list[tuple[str, FunctionInfo]]]:
-        if self._by_short is None:
-            table: dict[str, list[tuple[str, FunctionInfo]]] = {}
-            for path, module in self.manifest.files.items():
-                for info in module.functions:
-                    short = info.qualname.rpartition(".")[2]
-                    table.setdefault(short, []).append((path, info))
-            self._by_short = table
-        return self._by_short
-
-    def _short_pool(self, short: str) -> Collection[str]:
-        """The short names worth comparing with ``short`` for suggestions."""
-        table = self._short_table()
-        if len(table) <= CLOSEST_POOL_LIMIT:
-            return table.keys()
-        # Past this size one difflib pass over every name takes most of a second. A typo
-        # rarely changes a name's first letter, so only names sharing it are compared.
-        if self._by_initial is None:
-            by_initial: dict[str, list[str]] = {}
-            for known in table:
-                by_initial.setdefault(_initial(known), []).append(known)
-            self._by_initial = by_initial
-        return self._by_initial.get(_initial(short), [])
-
     def dotted_names(self) -> list[str]:
         """Every full dotted name of every function, each module alias included, sorted."""
         names = {
             f"{module}.{info.qualname}"
-            for path, file in self.manifest.files.items()
+            for path, file in self.source.full().manifest.files.items()
             for module in self.module_names(path)
             for info in file.functions
         }
@@ -406,8 +492,7 @@ class FunctionIndex:
         raise self._not_found(name, nearest_module)
 
     def _error_of(self, path: str) -> str | None:
-        module = self.manifest.files.get(path)
-        return module.error if module is not None else None
+        return self.source.module(path).error if path in self.manifest.files else None
 
     def _search(self, name: str) -> list[tuple[str, FunctionInfo]]:
         """Functions one of whose spellings is ``name`` or ends with ``.name``.
@@ -417,7 +502,7 @@ class FunctionIndex:
         """
         suffix = "." + name
         hits: list[tuple[str, FunctionInfo]] = []
-        for path, info in self._short_table().get(name.rpartition(".")[2], []):
+        for path, info in self.source.full().short_table().get(name.rpartition(".")[2], []):
             spellings = [info.qualname, *(f"{m}.{info.qualname}" for m in self.module_names(path))]
             if any(s == name or s.endswith(suffix) for s in spellings):
                 hits.append((path, info))
@@ -461,9 +546,10 @@ class FunctionIndex:
             # Repository-wide: compare the last part with the distinct short names (far fewer
             # strings than every spelling of every function), then order the functions behind
             # each close short name by how much their full name looks like what was asked.
-            table = self._short_table()
+            full = self.source.full()
+            table = full.short_table()
             short = name.rpartition(".")[2]
-            for match in difflib.get_close_matches(short, self._short_pool(short), n=MAX_CLOSEST):
+            for match in difflib.get_close_matches(short, full.short_pool(short), n=MAX_CLOSEST):
                 shown = {self.display_name(path, info.qualname) for path, info in table[match]}
                 found.extend(sorted(shown, key=lambda full: (-_similarity(name, full), full)))
         return list(dict.fromkeys(found))[:MAX_CLOSEST]
@@ -478,7 +564,7 @@ class FunctionIndex:
             message += f" Closest: {', '.join(closest)}."
         message += " " + NAME_FORMAT_HINT
         if nearest_module is None:  # the whole repository was searched, bar what failed
-            unparsable = sum(1 for module in self.manifest.files.values() if module.error)
+            unparsable = self.source.full().unparsable()
             if unparsable == 1:
                 message += " (1 file could not be parsed and was not searched.)"
             elif unparsable:
@@ -500,7 +586,10 @@ _index_lock = threading.Lock()
 
 
 def index_for(manifest: RepoManifest) -> FunctionIndex:
-    """Return the shared ``FunctionIndex`` of ``manifest``, kept for the last few manifests."""
+    """Return the shared ``FunctionIndex`` of an indexed manifest, kept for the last few.
+
+    Raises ValueError for a manifest of paths only: that needs a ``ModuleSource``.
+    """
     # Keyed by id: the models hash their dict fields, so they cannot be dict or weak keys. The
     # cached index holds its manifest, so an id cannot be reused while its entry exists.
     key = id(manifest)
@@ -521,12 +610,12 @@ def resolve(manifest: RepoManifest, function_name: str) -> tuple[str, FunctionIn
 
     Raises InvalidFunctionName, FunctionNotFound (with ``closest``), AmbiguousFunction (with
     ``candidates``), or SourceUnparsable when the named module's file could not be parsed.
-    Uses ``index_for(manifest)``; callers that cache manifests may keep a ``FunctionIndex``
-    next to each and call its ``resolve`` instead.
+    Uses ``index_for(manifest)``, so the manifest must be indexed; for a manifest of paths
+    only, make a ``FunctionIndex(manifest, source)`` and call its ``resolve``.
     """
     return index_for(manifest).resolve(function_name)
 
 
 def dotted_names(manifest: RepoManifest) -> list[str]:
-    """Every full dotted function name in the manifest (module aliases included), sorted."""
+    """Every full dotted function name in an indexed manifest (module aliases included)."""
     return index_for(manifest).dotted_names()

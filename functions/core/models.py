@@ -98,8 +98,12 @@ class JobStats(BaseModel):
     files_in_repo: int = 0
     python_files: int = 0
     bytes_stored: int = 0
-    functions: int = 0
-    unparsable_files: int = 0
+    functions: int | None = None
+    """Functions in the repository. None: the fetch stores files without parsing them (the
+    function index is built on first need, after READY), so it cannot know; jobs fetched
+    before that change carry the count."""
+    unparsable_files: int | None = None
+    """Python files that do not parse. None for the same reason as ``functions``."""
     skipped: list[SkippedFile] = Field(default_factory=list)
     clone_seconds: float | None = None
     total_seconds: float | None = None
@@ -295,7 +299,7 @@ class Job(BaseModel):
 
 
 class FunctionInfo(BaseModel):
-    """One function or method in a module, found by parsing it at fetch time."""
+    """One function or method in a module, found by parsing the module (``locate``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -306,7 +310,10 @@ class FunctionInfo(BaseModel):
 
 
 class ModuleInfo(BaseModel):
-    """One Python file of a fetched repository."""
+    """One Python file of a fetched repository: its size and, once parsed, its functions.
+
+    In a manifest with ``functions_indexed`` False only ``path`` and ``size`` mean anything.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -317,9 +324,12 @@ class ModuleInfo(BaseModel):
 
 
 class RepoManifest(BaseModel):
-    """What a fetch stored: the module map and function index the locator resolves names with.
+    """What a fetch stored: the module map (and maybe function index) names are resolved with.
 
     Written last, after every source file, so its presence means the snapshot is complete.
+    The fetch writes it from paths alone (``functions_indexed`` False) so that fetching costs
+    no parsing; files are parsed when a lookup needs them (``functions.core.analyze``), and
+    the whole-repository index is an indexed manifest stored next to it on first need.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -330,6 +340,13 @@ class RepoManifest(BaseModel):
     """Dotted module name -> repository paths that provide it (more than one is ambiguous)."""
     files: dict[str, ModuleInfo]
     """Repository path -> what is in that file."""
+    functions_indexed: bool = True
+    """True: every file's ``functions`` and ``error`` are filled in. False: paths and sizes
+    only. The default is True because manifests written before lazy indexing carry the
+    index and lack this field."""
+    parse_max_bytes: int | None = None
+    """Files larger than this are not parsed (recorded as errors): the fetch's own limit, so
+    that every reader parses them alike. None: ``locate``'s default."""
 
 
 class FunctionSource(BaseModel):

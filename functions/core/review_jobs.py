@@ -21,6 +21,7 @@ from typing import Protocol
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from functions.core.analyze import load_function_index
 from functions.core.errors import (
     CodeReviewError,
     FunctionTooLarge,
@@ -533,6 +534,9 @@ def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> J
     options = job.review or ReviewOptions()
     source_id = options.source_job_id or ""
     manifest = RepoManifest.model_validate_json(fetch.blobs.get(manifest_key(source_id)))
+    # The fetch stores paths only; which files have functions (or do not parse) is in the
+    # whole-repository index, built here if no lookup built it before (and kept for them).
+    manifest = load_function_index(fetch.blobs, source_id, manifest)
     limit = min(options.max_functions or MAX_REPO_REVIEW_FUNCTIONS, MAX_REPO_REVIEW_FUNCTIONS)
     items: list[ReviewItem] = []
     skipped: list[NotReviewed] = []

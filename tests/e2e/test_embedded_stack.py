@@ -137,8 +137,10 @@ def test_job_status_shows_timestamps_and_statistics(stack: Stack, sample_job: st
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
     stats = job["stats"]
     assert stats["python_files"] == 6
-    assert stats["unparsable_files"] == 1
-    assert stats["functions"] >= 9
+    assert stats["bytes_stored"] > 0
+    # The fetch does not parse (functions are indexed on first lookup), so these are unknown.
+    assert stats["unparsable_files"] is None
+    assert stats["functions"] is None
     assert len(stats["commit"]) == 40
 
 

@@ -1,14 +1,25 @@
-"""Reviewing one function of a fetched repository, with fakes: one file read, file lines."""
+"""Reviewing one function of a fetched repository, with fakes: what is read, parsed, kept."""
 
 from __future__ import annotations
 
+import json
+import threading
 from datetime import timedelta
 
 import anyio
+import pytest
 
-from functions.core.analyze import AnalysisContext, ManifestCache, review_function, to_file_lines
+from functions.core.analyze import (
+    AnalysisContext,
+    ManifestCache,
+    index_key,
+    review_function,
+    to_file_lines,
+)
+from functions.core.errors import FunctionNotFound, SourceUnparsable, StorageError
 from functions.core.jobs import FetchContext, file_key, manifest_key, run_fetch
-from functions.core.models import FunctionSource, Job
+from functions.core.locate import build_manifest, index_module
+from functions.core.models import FunctionSource, Job, RepoManifest
 from functions.core.ports import FetchLimits
 from tests.support.fakes import FakeClock, FakeFetcher, InMemoryBlobStore, InMemoryJobStore
 
@@ -27,13 +38,15 @@ class EchoReviewer:
         return ["[bug] Line 2: returns its argument unchanged.", "General remark."]
 
 
-def fetched() -> tuple[InMemoryJobStore, InMemoryBlobStore, FakeClock]:
+def fetched(
+    extra: dict[str, bytes] | None = None,
+) -> tuple[InMemoryJobStore, InMemoryBlobStore, FakeClock]:
     jobs, blobs, clock = InMemoryJobStore(), InMemoryBlobStore(), FakeClock()
     jobs.create(Job.new("j", "https://github.com/o/r", clock()))
     ctx = FetchContext(
         jobs=jobs,
         blobs=blobs,
-        fetcher=FakeFetcher(dict(FILES)),
+        fetcher=FakeFetcher({**FILES, **(extra or {})}),
         clock=clock,
         limits=FetchLimits(),
         lease=timedelta(seconds=30),
@@ -78,3 +91,137 @@ def test_line_numbers_outside_the_function_are_left_alone() -> None:
     shifted = to_file_lines(["Line 1: a", "[docs] Line 3: b", "Line 9: c", "No line"], function)
 
     assert shifted == ["Line 10: a", "[docs] Line 12: b", "Line 9: c", "No line"]
+
+
+def test_a_dotted_lookup_reads_the_manifest_and_the_candidate_file_once() -> None:
+    _, blobs, _ = fetched()
+    cache = ManifestCache(blobs)
+    blobs.gets.clear()
+
+    path, info, data = cache.locate("j", "pkg.mod7.f7")
+    cache.locate("j", "pkg.mod7.f7")
+
+    assert (path, info.qualname, data) == ("pkg/mod7.py", "f7", FILES["pkg/mod7.py"])
+    assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/mod7.py")]
+    assert index_key("j") not in blobs.blobs  # no whole-repository work for a dotted name
+
+
+def test_a_bare_name_builds_the_whole_index_once_and_stores_it() -> None:
+    _, blobs, _ = fetched()
+    cache = ManifestCache(blobs)
+    blobs.gets.clear()
+
+    assert cache.locate("j", "f3")[0] == "pkg/mod3.py"
+    assert cache.locate("j", "C.m")[0] == "pkg/target.py"
+
+    # Every file read once to build the index, then only the files the functions were cut from.
+    file_reads = [key for key in blobs.gets if "/files/" in key]
+    assert sorted(file_reads[: len(FILES)]) == sorted(file_key("j", path) for path in FILES)
+    assert file_reads[len(FILES) :] == [
+        file_key("j", "pkg/mod3.py"),
+        file_key("j", "pkg/target.py"),
+    ]
+    stored = RepoManifest.model_validate_json(blobs.blobs[index_key("j")])
+    assert stored.functions_indexed
+    assert stored.files["pkg/target.py"].functions[0].qualname == "C.m"
+
+
+def test_another_process_reuses_the_stored_index_instead_of_parsing() -> None:
+    _, blobs, _ = fetched()
+    anyio.run(ManifestCache(blobs).dotted_names, "j")  # the first process builds the index
+    other = ManifestCache(blobs)
+    blobs.gets.clear()
+
+    names = anyio.run(other.dotted_names, "j")
+
+    assert blobs.gets == [manifest_key("j"), index_key("j")]
+    assert len(names) == 51
+    assert "pkg.target.C.m" in names
+    # Its files are then looked up in the index, not parsed again.
+    assert other.locate("j", "pkg.mod9.f9")[0] == "pkg/mod9.py"
+    assert blobs.gets[2:] == [file_key("j", "pkg/mod9.py")]
+
+
+def test_a_name_not_found_suggests_the_closest_ones() -> None:
+    jobs, blobs, clock = fetched()
+    ctx = AnalysisContext(jobs, blobs, ManifestCache(blobs), EchoReviewer(), clock, 0)
+
+    with pytest.raises(FunctionNotFound) as caught:
+        anyio.run(lambda: review_function("j", "pkg.target.C.n", ctx))
+    assert caught.value.closest[0] == "pkg.target.C.m"
+    with pytest.raises(FunctionNotFound) as caught:
+        anyio.run(lambda: review_function("j", "f_7", ctx))
+    assert "pkg.mod7.f7" in caught.value.closest
+
+
+def test_an_unparsable_file_is_named_with_its_reason() -> None:
+    _, blobs, _ = fetched({"legacy.py": b"def f():\n    print 'x'\n"})
+    with pytest.raises(SourceUnparsable, match=r"legacy\.py could not be parsed: line 2"):
+        ManifestCache(blobs).locate("j", "legacy.f")
+
+
+def test_a_store_that_refuses_the_index_still_gets_answers() -> None:
+    _, blobs, _ = fetched()
+    blobs.fail_on = lambda key: StorageError("read-only") if key == index_key("j") else None
+
+    assert ManifestCache(blobs).locate("j", "f4")[0] == "pkg/mod4.py"
+    assert index_key("j") not in blobs.blobs
+
+
+def test_a_manifest_written_before_lazy_indexing_is_its_own_index() -> None:
+    _, blobs, _ = fetched()
+    limit = FetchLimits().max_file_bytes
+    modules = [index_module(path, data, max_bytes=limit) for path, data in FILES.items()]
+    old = build_manifest("j", "c" * 40, modules).model_dump(mode="json")
+    del old["functions_indexed"], old["parse_max_bytes"]
+    blobs.blobs[manifest_key("j")] = json.dumps(old).encode()
+    cache = ManifestCache(blobs)
+    blobs.gets.clear()
+
+    assert cache.locate("j", "m")[0] == "pkg/target.py"
+    assert "pkg.mod0.f0" in anyio.run(cache.dotted_names, "j")
+    assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/target.py")]
+
+
+def test_parsed_files_are_bounded_by_bytes() -> None:
+    _, blobs, _ = fetched()
+    size = len(FILES["pkg/mod1.py"])
+    # Room for two small files (bytes, plus 200 for the entry and for each function).
+    cache = ManifestCache(blobs, max_file_bytes=2 * (size + 400))
+    blobs.gets.clear()
+
+    for i in (1, 2, 3, 1):
+        cache.locate("j", f"pkg.mod{i}.f{i}")
+
+    # mod1 was pushed out by mod2 and mod3, so the last lookup read it again.
+    assert [key for key in blobs.gets if "/files/" in key] == [
+        file_key("j", f"pkg/mod{i}.py") for i in (1, 2, 3, 1)
+    ]
+
+
+def test_concurrent_bare_names_build_the_index_once() -> None:
+    _, blobs, _ = fetched()
+    cache = ManifestCache(blobs)
+    blobs.gets.clear()
+    start = threading.Barrier(4)
+
+    def look_up() -> None:
+        start.wait()
+        cache.locate("j", "f5")
+
+    threads = [threading.Thread(target=look_up) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert blobs.gets.count(file_key("j", "pkg/mod0.py")) == 1
+    assert blobs.gets.count(index_key("j")) == 1
+
+
+def test_an_unreadable_stored_index_is_rebuilt() -> None:
+    _, blobs, _ = fetched()
+    blobs.blobs[index_key("j")] = b"{not an index"
+
+    assert ManifestCache(blobs).locate("j", "f6")[0] == "pkg/mod6.py"
+    assert RepoManifest.model_validate_json(blobs.blobs[index_key("j")]).functions_indexed

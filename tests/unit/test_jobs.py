@@ -26,7 +26,7 @@ from functions.core.jobs import (
     start_fetch,
     wait_until_ready,
 )
-from functions.core.models import Job, JobStatus
+from functions.core.models import Job, JobStatus, RepoManifest
 from functions.core.ports import FetchLimits
 from tests.support.fakes import (
     FakeClock,
@@ -135,9 +135,31 @@ def test_fetch_uploads_every_file_then_the_manifest_then_marks_ready() -> None:
     manifest = json.loads(blobs.blobs[manifest_key("job1")])
     assert manifest["modules"]["pkg.mod"] == ["pkg/mod.py"]
     assert job.stats is not None
-    assert (job.stats.python_files, job.stats.unparsable_files, job.stats.functions) == (3, 1, 1)
+    assert (job.stats.python_files, job.stats.bytes_stored) == (3, sum(map(len, FILES.values())))
     assert job.attempts == 1
     assert job.finished_at is not None
+
+
+def test_fetch_stores_paths_and_sizes_without_parsing() -> None:
+    ctx = make_ctx()
+    queued(ctx)
+
+    job = run_fetch("job1", ctx)
+
+    assert job is not None
+    assert job.stats is not None
+    blobs = ctx.blobs
+    assert isinstance(blobs, InMemoryBlobStore)
+    manifest = RepoManifest.model_validate_json(blobs.blobs[manifest_key("job1")])
+    assert not manifest.functions_indexed
+    assert manifest.parse_max_bytes == ctx.limits.max_file_bytes
+    # bad.py does not parse and mod.py has a function, yet neither shows: nothing was parsed.
+    assert {path: (m.size, m.functions, m.error) for path, m in manifest.files.items()} == {
+        path: (len(data), [], None) for path, data in FILES.items()
+    }
+    # Counting functions would need parsing, so the stats do not claim to know.
+    assert (job.stats.functions, job.stats.unparsable_files) == (None, None)
+    assert [key for key in blobs.blobs if key.endswith("index.json")] == []
 
 
 def test_a_duplicate_event_for_a_finished_job_does_nothing() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,14 +15,15 @@ from functions.core.errors import (
     SourceUnparsable,
 )
 from functions.core.locate import (
+    FullIndex,
     FunctionIndex,
     build_manifest,
-    dotted_names,
+    build_path_manifest,
     extract_source,
     index_for,
     index_module,
     module_names_for,
-    resolve,
+    parse_limit,
 )
 from functions.core.models import FunctionInfo, ModuleInfo, RepoManifest
 
@@ -67,11 +69,85 @@ MOD = textwrap.dedent(
 ).encode()
 
 
+class LazyFiles:
+    """A ModuleSource over a dict of files: parses a file when asked, the lot on ``full``."""
+
+    def __init__(self, manifest: RepoManifest, files: dict[str, bytes]) -> None:
+        self.manifest = manifest
+        self.files = files
+        self.parsed: list[str] = []
+        self.full_builds = 0
+        self._modules: dict[str, ModuleInfo] = {}
+        self._full: FullIndex | None = None
+
+    def module(self, path: str) -> ModuleInfo:
+        if self._full is not None:
+            return self._full.module(path)
+        if path not in self._modules:
+            self.parsed.append(path)
+            limit = parse_limit(self.manifest)
+            self._modules[path] = index_module(path, self.files[path], max_bytes=limit)
+        return self._modules[path]
+
+    def full(self) -> FullIndex:
+        if self._full is None:
+            self.full_builds += 1
+            limit = parse_limit(self.manifest)
+            modules = [index_module(p, d, max_bytes=limit) for p, d in self.files.items()]
+            self._full = FullIndex(build_manifest("job-1", "abc123", modules))
+        return self._full
+
+
+# The resolving contract holds for both kinds of manifest: the indexed kind (built by parsing
+# every file, as fetches did before and as the whole-repository index is) and the paths-only
+# kind the fetch stores now, resolved through a source that parses files on demand.
+_LAZY = {"on": False}
+_SOURCES: dict[int, tuple[RepoManifest, LazyFiles]] = {}
+
+
+@pytest.fixture(autouse=True, params=["indexed", "paths-only"])
+def manifest_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    _LAZY["on"] = request.param == "paths-only"
+    yield str(request.param)
+    _LAZY["on"] = False
+    _SOURCES.clear()
+
+
 def repo(files: dict[str, bytes], **kwargs: int) -> RepoManifest:
-    """Index ``files`` like the fetch job does and return the manifest."""
-    return build_manifest(
-        "job-1", "abc123", [index_module(p, d, **kwargs) for p, d in files.items()]
-    )
+    """Return the manifest of ``files``, of the kind the test runs with."""
+    if not _LAZY["on"]:
+        return build_manifest(
+            "job-1", "abc123", [index_module(p, d, **kwargs) for p, d in files.items()]
+        )
+    sizes = {path: len(data) for path, data in files.items()}
+    manifest = build_path_manifest("job-1", "abc123", sizes, **kwargs)
+    _SOURCES[id(manifest)] = (manifest, LazyFiles(manifest, files))
+    return manifest
+
+
+def lazy_source(manifest: RepoManifest) -> LazyFiles | None:
+    """The on-demand source made for a paths-only manifest by ``repo``."""
+    entry = _SOURCES.get(id(manifest))
+    return entry[1] if entry is not None and entry[0] is manifest else None
+
+
+def index_of(manifest: RepoManifest) -> FunctionIndex:
+    """A FunctionIndex over ``manifest``, whichever kind it is."""
+    return FunctionIndex(manifest, lazy_source(manifest))
+
+
+def resolve(manifest: RepoManifest, name: str) -> tuple[str, FunctionInfo]:
+    """``locate.resolve``, or its equivalent for a paths-only manifest."""
+    if lazy_source(manifest) is None:
+        return locate.resolve(manifest, name)
+    return index_of(manifest).resolve(name)
+
+
+def dotted_names(manifest: RepoManifest) -> list[str]:
+    """``locate.dotted_names``, or its equivalent for a paths-only manifest."""
+    if lazy_source(manifest) is None:
+        return locate.dotted_names(manifest)
+    return index_of(manifest).dotted_names()
 
 
 def source_of(files: dict[str, bytes], name: str) -> str:
@@ -444,7 +520,62 @@ def test_build_manifest_maps_modules_and_files() -> None:
 def test_manifest_round_trips_through_json() -> None:
     manifest = repo({"pkg/mod.py": MOD})
     again = RepoManifest.model_validate_json(manifest.model_dump_json())
-    assert resolve(again, "pkg.mod.Adder.add") == resolve(manifest, "pkg.mod.Adder.add")
+    assert again == manifest
+    assert resolve(manifest, "pkg.mod.Adder.add")[1].qualname == "Adder.add"
+
+
+def test_path_manifest_lists_paths_and_sizes_only() -> None:
+    manifest = build_path_manifest("j", "c", {"pkg/mod.py": 120, "old.py": 9}, max_bytes=500)
+    assert not manifest.functions_indexed
+    assert manifest.modules == {"old": ["old.py"], "pkg.mod": ["pkg/mod.py"]}
+    assert manifest.files["pkg/mod.py"] == ModuleInfo(path="pkg/mod.py", size=120)
+    assert parse_limit(manifest) == 500
+    # Without a source there is nothing to look names up in.
+    with pytest.raises(ValueError, match="paths only"):
+        locate.resolve(manifest, "pkg.mod.f")
+
+
+def test_manifest_written_before_lazy_indexing_still_reads_as_indexed() -> None:
+    old = build_manifest("j", None, [index_module("m.py", MOD)]).model_dump(mode="json")
+    del old["functions_indexed"], old["parse_max_bytes"]
+    manifest = RepoManifest.model_validate(old)
+    assert manifest.functions_indexed
+    assert locate.resolve(manifest, "m.C.f")[1].qualname == "C.f"
+
+
+def test_dotted_lookup_parses_only_the_candidate_files(manifest_kind: str) -> None:
+    files = {
+        "pkg/__init__.py": b"class mod:\n    def g(self):\n        pass\n",
+        "pkg/mod.py": b"def f():\n    pass\n",
+        **{f"pkg/other{i}.py": b"def f():\n    pass\n" for i in range(20)},
+        "src/pkg/mod.py": b"print 'not even parsable'\n",
+    }
+    manifest = repo(files)
+    source = lazy_source(manifest)
+    if source is None:
+        pytest.skip("an indexed manifest parses nothing at lookup")
+    assert resolve(manifest, "pkg.mod.f")[0] == "pkg/mod.py"
+    # Module pkg.mod is provided by two paths: both are looked at (the twin does not parse).
+    assert sorted(source.parsed) == ["pkg/mod.py", "src/pkg/mod.py"]
+    # Not in module pkg.mod: the longest prefix's files, then pkg's.
+    assert resolve(manifest, "pkg.mod.g")[0] == "pkg/__init__.py"
+    assert sorted(source.parsed) == ["pkg/__init__.py", "pkg/mod.py", "src/pkg/mod.py"]
+    assert source.full_builds == 0
+
+
+def test_bare_names_and_suggestions_build_the_whole_index_once(manifest_kind: str) -> None:
+    files = {"pkg/mod.py": MOD, "pkg/other.py": b"def helper():\n    pass\n"}
+    manifest = repo(files)
+    source = lazy_source(manifest)
+    if source is None:
+        pytest.skip("an indexed manifest is the whole index")
+    index = index_of(manifest)
+    assert index.resolve("helper")[0] == "pkg/other.py"
+    with pytest.raises(FunctionNotFound) as caught:
+        index.resolve("pkg.mod.ad")
+    assert "pkg.mod.add" in caught.value.closest
+    assert dotted_names(manifest)[:2] == ["pkg.mod.Adder.Inner.Deeper.run", "pkg.mod.Adder.add"]
+    assert source.full_builds == 1
 
 
 # --- resolving ------------------------------------------------------------------------------
@@ -616,15 +747,15 @@ def test_invalid_names(name: str) -> None:
 
 
 def test_index_for_is_shared_per_manifest() -> None:
-    first = repo({"pkg/mod.py": MOD})
-    second = repo({"pkg/mod.py": MOD})
+    first = build_manifest("j", None, [index_module("pkg/mod.py", MOD)])
+    second = build_manifest("j", None, [index_module("pkg/mod.py", MOD)])
     assert index_for(first) is index_for(first)
     assert index_for(first) is not index_for(second)
     assert index_for(first).manifest is first
 
 
 def test_function_index_used_directly() -> None:
-    index = FunctionIndex(repo({"src/pkg/mod.py": MOD}))
+    index = index_of(repo({"src/pkg/mod.py": MOD}))
     assert index.resolve("pkg.mod.add")[1].qualname == "add"
     assert index.display_name("src/pkg/mod.py", "add") == "pkg.mod.add"
     assert index.module_names("src/pkg/mod.py") == ["pkg.mod", "src.pkg.mod"]
