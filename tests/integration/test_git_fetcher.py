@@ -333,10 +333,12 @@ def test_slow_server_times_out_at_the_deadline_and_leaves_no_git_process(
     workdir = tmp_path / "clone"
     started = time.monotonic()
 
-    with pytest.raises(FetchTimeout, match=r"after 1\.\d s.*time limit for a fetch \(1 s\)"):
+    # Stopped at the 1 s deadline, not after the server's 30 s; a loaded CI machine may take
+    # a moment longer to notice and kill.
+    with pytest.raises(FetchTimeout, match=r"after [12]\.\d s.*time limit for a fetch \(1 s\)"):
         fetch(url, workdir, seconds=1.0)
 
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0
     assert fresh_git_server.request_count >= 1
     assert processes_touching(str(workdir), url) == []
 
