@@ -57,6 +57,26 @@ def _describe(exc: ClientError | BotoCoreError) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _create_table(client: DynamoDBClient, table: str, key: str) -> None:
+    """Create an on-demand table keyed by ``key`` (a string), wait for it, turn on its TTL."""
+    try:
+        client.create_table(
+            TableName=table,
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        client.get_waiter("table_exists").wait(
+            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        client.update_time_to_live(
+            TableName=table,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(f"could not create DynamoDB table {table} ({_describe(exc)})") from exc
+
+
 class S3BlobStore:
     """Blobs as objects in one S3 bucket, under an optional key prefix.
 
@@ -220,24 +240,7 @@ class DynamoJobStore:
 
         For tests and local development; deployed stacks declare the same table in the template.
         """
-        try:
-            client.create_table(
-                TableName=table,
-                AttributeDefinitions=[{"AttributeName": "job_id", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "job_id", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            client.get_waiter("table_exists").wait(
-                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-            )
-            client.update_time_to_live(
-                TableName=table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(
-                f"could not create DynamoDB table {table} ({_describe(exc)})"
-            ) from exc
+        _create_table(client, table, "job_id")
 
     def _failure(
         self, operation: str, job_id: str, exc: ClientError | BotoCoreError
@@ -386,24 +389,7 @@ class DynamoReviewCache:
 
         For tests and local development; deployed stacks declare the same table in the template.
         """
-        try:
-            client.create_table(
-                TableName=table,
-                AttributeDefinitions=[{"AttributeName": "cache_key", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "cache_key", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-            client.get_waiter("table_exists").wait(
-                TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-            )
-            client.update_time_to_live(
-                TableName=table,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(
-                f"could not create DynamoDB table {table} ({_describe(exc)})"
-            ) from exc
+        _create_table(client, table, "cache_key")
 
     def _failure(self, operation: str, exc: ClientError | BotoCoreError) -> StorageError:
         return StorageError(
