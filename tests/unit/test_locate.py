@@ -543,6 +543,7 @@ def test_manifest_written_before_lazy_indexing_still_reads_as_indexed() -> None:
     assert locate.resolve(manifest, "m.C.f")[1].qualname == "C.f"
 
 
+@pytest.mark.parametrize("manifest_kind", ["paths-only"], indirect=True)
 def test_dotted_lookup_parses_only_the_candidate_files(manifest_kind: str) -> None:
     files = {
         "pkg/__init__.py": b"class mod:\n    def g(self):\n        pass\n",
@@ -552,8 +553,7 @@ def test_dotted_lookup_parses_only_the_candidate_files(manifest_kind: str) -> No
     }
     manifest = repo(files)
     source = lazy_source(manifest)
-    if source is None:
-        pytest.skip("an indexed manifest parses nothing at lookup")
+    assert source is not None  # only paths-only manifests parse at lookup
     assert resolve(manifest, "pkg.mod.f")[0] == "pkg/mod.py"
     # Module pkg.mod is provided by two paths: both are looked at (the twin does not parse).
     assert sorted(source.parsed) == ["pkg/mod.py", "src/pkg/mod.py"]
@@ -563,12 +563,12 @@ def test_dotted_lookup_parses_only_the_candidate_files(manifest_kind: str) -> No
     assert source.full_builds == 0
 
 
+@pytest.mark.parametrize("manifest_kind", ["paths-only"], indirect=True)
 def test_bare_names_and_suggestions_build_the_whole_index_once(manifest_kind: str) -> None:
     files = {"pkg/mod.py": MOD, "pkg/other.py": b"def helper():\n    pass\n"}
     manifest = repo(files)
     source = lazy_source(manifest)
-    if source is None:
-        pytest.skip("an indexed manifest is the whole index")
+    assert source is not None  # an indexed manifest is already the whole index
     index = index_of(manifest)
     assert index.resolve("helper")[0] == "pkg/other.py"
     with pytest.raises(FunctionNotFound) as caught:
