@@ -31,21 +31,28 @@ from tests.support.services import Service  # noqa: E402
 SAMPLE_FUNCTIONS = ["module_name.add", "shop.cart.Cart.total", "shop.cart.fetch_prices"]
 
 
-def _print_progress(job: dict[str, Any]) -> None:
+def _print_progress(job: dict[str, Any], last: list[str]) -> None:
     progress = job.get("progress") or {}
     total = progress.get("total")
     done = f" {progress.get('done', 0)}/{total}" if total else ""
-    print(f"\r  status {job['status']:<9} {progress.get('phase', ''):<8}{done}    ", end="")
+    line = f"  status {job['status']:<9} {progress.get('phase', ''):<8}{done}"
+    if sys.stdout.isatty():
+        print(f"\r{line}    ", end="", flush=True)
+    elif line != (last[-1] if last else None):
+        print(line, flush=True)  # a log, not a terminal: one line per change
+    last.append(line)
 
 
 def wait_for_job(analysis: str, job_id: str, timeout: float) -> dict[str, Any]:
     """Poll the job, showing progress, until it is READY or FAILED."""
     deadline = time.monotonic() + timeout
+    shown: list[str] = []
     while True:
         job: dict[str, Any] = httpx.get(f"{analysis}/analyze/jobs/{job_id}").json()
-        _print_progress(job)
+        _print_progress(job, shown)
         if job["status"] in ("READY", "FAILED") or time.monotonic() > deadline:
-            print()
+            if sys.stdout.isatty():
+                print()
             return job
         time.sleep(0.2)
 
