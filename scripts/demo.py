@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if repo_url is None:
             git = stack.enter_context(GitHttpServer())
             repo_url = git.create_repo("demo/sample", sample_files())
-            allowed = "127.0.0.1"
+            allowed = f"{allowed},127.0.0.1"  # the sample server, plus the usual hosts
             names = names or SAMPLE_FUNCTIONS
             print(f"Serving the sample repository at {repo_url}")
         gateway = stack.enter_context(
