@@ -615,9 +615,8 @@ def measure_fetch(stack: Stack, reps: int, jobs: Jobs, large: GeneratedRepo) -> 
             ready_ratio <= 1.3,
             f"the fetch's own work after git: of its {total_part:.0f} ms (job stats) git "
             f"(clone, ls-tree) took {git_part:.0f} ms; the rest is reading "
-            f"{last['python_files']:,} blobs through cat-file one at a time and creating one "
-            "file per blob (create, write, rename); nothing is parsed (functions are indexed "
-            "on first need)",
+            f"{last['python_files']:,} blobs through cat-file one at a time and streaming them "
+            "into one pack blob; nothing is parsed (functions are indexed on first need)",
         ),
         Row(
             "",

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
@@ -33,6 +35,8 @@ TTL_ATTRIBUTE = "expires_at"
 """The DynamoDB attribute that holds each job's expiry (epoch seconds); TTL must be on for it."""
 
 _S3_DELETE_BATCH = 1000  # the most keys one DeleteObjects call accepts
+_SPOOL_MEMORY_BYTES = 8 * 2**20
+"""A streamed upload is spooled in memory up to this size, then on disk (bounded memory)."""
 
 
 def _utc_now() -> datetime:
@@ -156,10 +160,68 @@ class S3BlobStore:
             future.result()  # raises the upload's StorageError
         return len(done)
 
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Spool the chunks to a temporary file, then upload it with ``upload_fileobj``.
+
+        The spool stays in memory up to ``_SPOOL_MEMORY_BYTES`` and moves to disk beyond, so a
+        large repository never sits in memory whole; boto3 turns a large upload into a
+        multipart one by itself. Nothing is stored if ``chunks`` raises.
+        """
+        written = 0
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY_BYTES) as spool:
+            for chunk in chunks:
+                spool.write(chunk)
+                written += len(chunk)
+            spool.seek(0)
+            try:
+                self._client.upload_fileobj(spool, self._bucket, self._key(key))
+            except S3UploadFailedError as exc:
+                raise StorageError(
+                    f"S3 upload to s3://{self._bucket}/{self._key(key)} failed ({exc})."
+                    " Check that the bucket exists and that this function may use it."
+                ) from exc
+            except (ClientError, BotoCoreError) as exc:
+                raise self._failure("PutObject", key, exc) from exc
+        return written
+
     def get(self, key: str) -> bytes:
         """Return the blob; raise BlobNotFound if there is none."""
+        return self._read(key, None)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes from ``start`` with one ranged GET (s3:GetObject only).
+
+        A zero-length range cannot be written as an HTTP Range, so it is a HEAD instead: it
+        still tells a missing blob apart from an empty answer.
+        """
+        if start < 0 or length < 0:
+            raise ValueError(f"a blob range needs a start and length >= 0, not {start}, {length}")
+        if length == 0:
+            try:
+                self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+            except ClientError as exc:
+                if _error_code(exc) in ("NoSuchKey", "404"):
+                    raise BlobNotFound(f"no blob s3://{self._bucket}/{self._key(key)}") from exc
+                raise self._failure("HeadObject", key, exc) from exc
+            except BotoCoreError as exc:
+                raise self._failure("HeadObject", key, exc) from exc
+            return b""
+        data = self._read(key, f"bytes={start}-{start + length - 1}")
+        if len(data) != length:
+            # S3 cuts a range that runs past the end short: the offsets do not match the blob.
+            raise StorageError(
+                f"s3://{self._bucket}/{self._key(key)} ends before bytes {start}+{length}"
+            )
+        return data
+
+    def _read(self, key: str, byte_range: str | None) -> bytes:
         try:
-            response = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
+            if byte_range is None:
+                response = self._client.get_object(Bucket=self._bucket, Key=self._key(key))
+            else:
+                response = self._client.get_object(
+                    Bucket=self._bucket, Key=self._key(key), Range=byte_range
+                )
             with response["Body"] as body:
                 return body.read()
         except ClientError as exc:

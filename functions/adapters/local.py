@@ -41,6 +41,11 @@ def _key_parts(key: str, *, what: str = "key") -> list[str]:
     return parts
 
 
+def _check_range(start: int, length: int) -> None:
+    if start < 0 or length < 0:
+        raise ValueError(f"a blob range needs a start and length >= 0, not {start}, {length}")
+
+
 class LocalFolderBlobStore:
     """Blobs as files under a root folder; key ``a/b/c.py`` is the file ``root/a/b/c.py``.
 
@@ -63,7 +68,18 @@ class LocalFolderBlobStore:
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` under ``key``, replacing what was there."""
+        self._write(key, (data,))
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Write the chunks one by one to a temporary file, then rename it to ``key``.
+
+        Memory holds one chunk at a time; readers see the old blob (or none) until the rename.
+        """
+        return self._write(key, chunks)
+
+    def _write(self, key: str, chunks: Iterable[bytes]) -> int:
         path = self._path(key)
+        written = 0
         try:
             # A concurrent delete_prefix may remove the (then empty) folder between our mkdir
             # and mkstemp; one more try is enough because the folder is created again.
@@ -80,7 +96,9 @@ class LocalFolderBlobStore:
                 break
             try:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                    for chunk in chunks:
+                        handle.write(chunk)
+                        written += len(chunk)
                 os.replace(temp_name, path)
             except BaseException:
                 with contextlib.suppress(OSError):
@@ -88,6 +106,7 @@ class LocalFolderBlobStore:
                 raise
         except OSError as exc:
             raise StorageError(f"could not write blob {key!r} under {self._root}: {exc}") from exc
+        return written
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
         """Store many blobs one after another; return how many.
@@ -111,6 +130,25 @@ class LocalFolderBlobStore:
             raise BlobNotFound(f"no blob {key!r} under {self._root}") from exc
         except OSError as exc:
             raise StorageError(f"could not read blob {key!r} under {self._root}: {exc}") from exc
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes of the blob from ``start`` (open, seek, read)."""
+        _check_range(start, length)
+        path = self._path(key)
+        try:
+            with path.open("rb") as handle:
+                handle.seek(start)
+                data = handle.read(length)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise BlobNotFound(f"no blob {key!r} under {self._root}") from exc
+        except OSError as exc:
+            raise StorageError(f"could not read blob {key!r} under {self._root}: {exc}") from exc
+        if len(data) != length:
+            # S3 refuses such a range too: the caller's offsets do not match this blob.
+            raise StorageError(
+                f"blob {key!r} under {self._root} ends before bytes {start}+{length}"
+            )
+        return data
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob whose key starts with ``prefix``; return how many.

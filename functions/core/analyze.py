@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 import anyio
 
 from functions.core.errors import BlobNotFound, StorageError, WrongJobKind
-from functions.core.jobs import file_key, manifest_key, wait_until_ready
+from functions.core.jobs import manifest_key, pack_key, read_source, wait_until_ready
 from functions.core.locate import (
     FullIndex,
     FunctionIndex,
@@ -49,6 +49,9 @@ INDEX_READ_WORKERS = 8
 """Threads reading files to build a whole-repository index: S3 reads are latency-bound."""
 _INDEX_READ_CHUNK = 64
 """Files read ahead at once while indexing, so memory stays bounded on large repositories."""
+_PACK_WINDOW_BYTES = 32 * 2**20
+"""Most bytes of a pack read at once while indexing: one read for most repositories, and
+bounded memory for the largest (a fetch may store up to 200 MB)."""
 _FUNCTION_WEIGHT = 200
 """Rough bytes of memory per cached FunctionInfo, to weigh parsed files."""
 _JSON_BYTES_PER_ENTRY = 100
@@ -112,29 +115,71 @@ class _File:
         return len(self.data) + _FUNCTION_WEIGHT * (functions + 1)
 
 
-def _read(blobs: BlobStore, job_id: str, path: str) -> bytes:
-    try:
-        return blobs.get(file_key(job_id, path))
-    except BlobNotFound as exc:
-        raise StorageError(
-            f"Job {job_id} is READY but its stored file {path} is missing (deleted or expired). "
-            "Start a new job with POST /analyze/start."
-        ) from exc
+def _pack_windows(manifest: RepoManifest, paths: list[str]) -> list[tuple[int, list[str]]]:
+    """Group the packed files into runs of the pack read with one ranged read each.
+
+    A window holds files in pack order up to ``_PACK_WINDOW_BYTES`` (or one larger file), so
+    the whole index of a repository costs a few reads, not one per file, while memory holds
+    one window at a time. Returns (window start, paths) pairs.
+    """
+    windows: list[tuple[int, list[str]]] = []
+    start = end = 0
+    current: list[str] = []
+    for path in sorted(paths, key=lambda p: manifest.files[p].offset or 0):
+        info = manifest.files[path]
+        offset = info.offset or 0
+        if current and (offset != end or offset + info.size - start > _PACK_WINDOW_BYTES):
+            windows.append((start, current))
+            current = []
+        if not current:
+            start = offset
+        current.append(path)
+        end = offset + info.size
+    if current:
+        windows.append((start, current))
+    return windows
 
 
 def build_function_index(blobs: BlobStore, job_id: str, manifest: RepoManifest) -> RepoManifest:
-    """Read and parse every file of the manifest: the whole-repository index. O(repository)."""
+    """Read and parse every file of the manifest: the whole-repository index. O(repository).
+
+    Packed files are read a window of the pack at a time (for most repositories the whole
+    pack in one read) and sliced; files of older jobs, one blob each, are read on a pool.
+    The index keeps each file's pack offset, so it can serve reads as the manifest does.
+    """
     limit = parse_limit(manifest)
-    paths = list(manifest.files)
+    packed = [path for path, info in manifest.files.items() if info.offset is not None]
+    loose = [path for path, info in manifest.files.items() if info.offset is None]
     modules: list[ModuleInfo] = []
-    with ThreadPoolExecutor(INDEX_READ_WORKERS, thread_name_prefix="index-read") as pool:
-        for first in range(0, len(paths), _INDEX_READ_CHUNK):
-            chunk = paths[first : first + _INDEX_READ_CHUNK]
-            contents = pool.map(lambda path: _read(blobs, job_id, path), chunk)
-            # Parsing stays on this thread: it is CPU work, and more threads only fight for
-            # the GIL with the requests being served.
-            for path, data in zip(chunk, contents, strict=True):
-                modules.append(index_module(path, data, max_bytes=limit))
+
+    def add(path: str, data: bytes) -> None:
+        # Parsing stays on this thread: it is CPU work, and more threads only fight for
+        # the GIL with the requests being served.
+        module = index_module(path, data, max_bytes=limit)
+        modules.append(module.model_copy(update={"offset": manifest.files[path].offset}))
+
+    for start, window in _pack_windows(manifest, packed):
+        last = manifest.files[window[-1]]
+        assert last.offset is not None  # for the type checker: only packed files are here
+        try:
+            data = blobs.get_range(pack_key(job_id), start, last.offset + last.size - start)
+        except BlobNotFound as exc:
+            raise StorageError(
+                f"Job {job_id} is READY but its stored files are missing (deleted or "
+                "expired). Start a new job with POST /analyze/start."
+            ) from exc
+        view = memoryview(data)
+        for path in window:
+            info = manifest.files[path]
+            offset = (info.offset or 0) - start
+            add(path, bytes(view[offset : offset + info.size]))
+    if loose:
+        with ThreadPoolExecutor(INDEX_READ_WORKERS, thread_name_prefix="index-read") as pool:
+            for first in range(0, len(loose), _INDEX_READ_CHUNK):
+                chunk = loose[first : first + _INDEX_READ_CHUNK]
+                contents = pool.map(lambda path: read_source(blobs, job_id, manifest, path), chunk)
+                for path, data in zip(chunk, contents, strict=True):
+                    add(path, data)
     indexed = build_manifest(job_id, manifest.commit, modules)
     return indexed.model_copy(update={"parse_max_bytes": manifest.parse_max_bytes})
 
@@ -245,7 +290,7 @@ class ManifestCache:
         cached = self._files.get((job_id, path))
         if cached is not None:
             return cached.data
-        file = _File(_read(self._blobs, job_id, path))
+        file = _File(read_source(self._blobs, job_id, self.manifest(job_id), path))
         self._files.put((job_id, path), file, file.weight)
         return file.data
 
@@ -257,7 +302,9 @@ class ManifestCache:
         cached = self._files.get((job_id, path))
         if cached is not None and cached.module is not None:
             return cached.module
-        data = cached.data if cached is not None else _read(self._blobs, job_id, path)
+        data = (
+            cached.data if cached is not None else read_source(self._blobs, job_id, manifest, path)
+        )
         file = _File(data, index_module(path, data, max_bytes=parse_limit(manifest)))
         self._files.put((job_id, path), file, file.weight)
         assert file.module is not None  # for the type checker: set just above

@@ -1,10 +1,10 @@
 """Use cases on fetch jobs: start one, run one, read one (healing abandoned ones), wait for one.
 
 The same ``run_fetch`` runs in the embedded in-process worker and in the fetch_repo Lambda.
-Order matters and is deliberate: every blob is uploaded, the manifest last, and only then is the
-job marked READY; every state change is a conditional write, so a duplicate delivery of the same
-job is harmless, and a worker that dies leaves a lease that expires instead of a job stuck in
-FETCHING forever.
+Order matters and is deliberate: the pack of sources is uploaded, the manifest last, and only
+then is the job marked READY; every state change is a conditional write, so a duplicate delivery
+of the same job is harmless, and a worker that dies leaves a lease that expires instead of a job
+stuck in FETCHING forever.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 
 from functions.core.errors import (
+    BlobNotFound,
     CodeReviewError,
     FetchError,
     FetchTimeout,
@@ -35,7 +36,7 @@ from functions.core.errors import (
     StorageError,
 )
 from functions.core.locate import build_path_manifest
-from functions.core.models import Job, JobProgress, JobStats, JobStatus
+from functions.core.models import Job, JobProgress, JobStats, JobStatus, RepoManifest
 from functions.core.ports import (
     BlobStore,
     Clock,
@@ -59,8 +60,36 @@ def manifest_key(job_id: str) -> str:
 
 
 def file_key(job_id: str, path: str) -> str:
-    """Blob key of one source file of a job."""
+    """Blob key of one source file of a job fetched before packs (read only, never written)."""
     return f"repos/{job_id}/files/{path}"
+
+
+def pack_key(job_id: str) -> str:
+    """Blob key of a job's pack: every stored file's bytes, concatenated in manifest order.
+
+    One blob instead of one per file: a fetch is one write (one S3 PUT, or a multipart upload)
+    rather than thousands, and a single file is one ranged read at the manifest's offset.
+    """
+    return f"repos/{job_id}/sources.pack"
+
+
+def read_source(blobs: BlobStore, job_id: str, manifest: RepoManifest, path: str) -> bytes:
+    """Return one stored file of a fetched job: the only way readers get a file's bytes.
+
+    A manifest that records the file's ``offset`` reads its range of the pack; an older one
+    (no offsets) reads the file's own blob. A READY job whose blobs are gone (expired or
+    deleted) raises StorageError, with what to do about it.
+    """
+    info = manifest.files.get(path)
+    try:
+        if info is not None and info.offset is not None:
+            return blobs.get_range(pack_key(job_id), info.offset, info.size)
+        return blobs.get(file_key(job_id, path))
+    except BlobNotFound as exc:
+        raise StorageError(
+            f"Job {job_id} is READY but its stored file {path} is missing (deleted or expired). "
+            "Start a new job with POST /analyze/start."
+        ) from exc
 
 
 def new_job_id() -> str:
@@ -260,7 +289,7 @@ def _fail(attempt: Attempt, code: str, message: str) -> None:
 
 
 def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
-    """Clone, store every Python file, then a manifest of their paths; parse nothing.
+    """Clone, store every Python file in one pack, then a manifest of paths; parse nothing.
 
     Functions are indexed when a lookup first needs them (``functions.core.analyze``): the
     fetch is as fast as copying the files, and in the embedded mode it does not compete for
@@ -279,27 +308,34 @@ def _fetch_and_store(attempt: Attempt, workdir: Path) -> JobStats:
     entries = snapshot.entries
     attempt.progress("storing", 0, len(entries))
     sizes: dict[str, int] = {}
+    offsets: dict[str, int] = {}
     stored_bytes = 0
 
-    def blobs() -> Iterator[tuple[str, bytes]]:
+    def contents() -> Iterator[bytes]:
         nonlocal stored_bytes
         # closing(): if storing fails midway, the reader (a git process) stops at once.
-        with closing(snapshot.read()) as contents:
-            for entry, data in contents:
+        with closing(snapshot.read()) as files:
+            for entry, data in files:
                 if ctx.monotonic() > deadline:
                     raise FetchTimeout(
                         f"Storing the repository's files took longer than the "
                         f"{ctx.limits.timeout_seconds:.0f} s limit."
                     )
+                if entry.path in sizes:  # never in a git tree; keep offsets unambiguous
+                    continue
+                offsets[entry.path] = stored_bytes
                 sizes[entry.path] = len(data)
                 stored_bytes += len(data)
                 attempt.progress("storing", len(sizes), len(entries))
-                yield file_key(job.job_id, entry.path), data
+                yield data
 
-    ctx.blobs.put_many(blobs())
+    # One streamed blob for all files (one file creation, one upload), not one per file;
+    # memory holds one file at a time (plus the S3 adapter's bounded spool).
+    ctx.blobs.put_stream(pack_key(job.job_id), contents())
     manifest = build_path_manifest(
-        job.job_id, snapshot.commit, sizes, max_bytes=ctx.limits.max_file_bytes
+        job.job_id, snapshot.commit, sizes, offsets=offsets, max_bytes=ctx.limits.max_file_bytes
     )
+    # Last: a manifest's presence means the pack it points into is complete.
     ctx.blobs.put(manifest_key(job.job_id), manifest.model_dump_json().encode())
     return JobStats(
         commit=snapshot.commit,

@@ -251,13 +251,18 @@ def build_path_manifest(
     commit: str | None,
     sizes: Mapping[str, int],
     *,
+    offsets: Mapping[str, int] | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> RepoManifest:
     """Build a manifest from paths and sizes alone (no parsing): what the fetch stores.
 
-    ``max_bytes`` is recorded as the limit for parsing its files later.
+    ``offsets`` are where each file starts in the job's pack (None: files stored one blob
+    each). ``max_bytes`` is recorded as the limit for parsing its files later.
     """
-    modules = (ModuleInfo(path=path, size=size) for path, size in sizes.items())
+    where = offsets or {}
+    modules = (
+        ModuleInfo(path=path, size=size, offset=where.get(path)) for path, size in sizes.items()
+    )
     return _manifest(job_id, commit, modules, functions_indexed=False, parse_max_bytes=max_bytes)
 
 

@@ -312,13 +312,17 @@ class FunctionInfo(BaseModel):
 class ModuleInfo(BaseModel):
     """One Python file of a fetched repository: its size and, once parsed, its functions.
 
-    In a manifest with ``functions_indexed`` False only ``path`` and ``size`` mean anything.
+    In a manifest with ``functions_indexed`` False only ``path``, ``size`` and ``offset``
+    mean anything.
     """
 
     model_config = ConfigDict(frozen=True)
 
     path: str
     size: int
+    offset: int | None = None
+    """Where the file's ``size`` bytes start in the job's ``sources.pack``. None: the file is a
+    blob of its own under ``files/`` (jobs fetched before packs existed)."""
     functions: list[FunctionInfo] = Field(default_factory=list)
     error: str | None = None
 

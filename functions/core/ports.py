@@ -31,8 +31,24 @@ class BlobStore(Protocol):
         """Store many blobs (concurrently where the store allows); return how many."""
         ...
 
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        """Store the concatenated ``chunks`` under ``key``; return the bytes written.
+
+        The chunks are consumed one at a time, never joined in memory, so a whole repository
+        can be written as one blob. If the iterable raises, nothing is stored under ``key``.
+        """
+        ...
+
     def get(self, key: str) -> bytes:
         """Return the blob; raise BlobNotFound if there is none."""
+        ...
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Return ``length`` bytes of the blob from offset ``start``.
+
+        Raise BlobNotFound if there is no blob, StorageError if the range does not lie
+        within the blob (or the store fails), ValueError for a negative start or length.
+        """
         ...
 
     def delete_prefix(self, prefix: str) -> int:

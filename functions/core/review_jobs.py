@@ -33,10 +33,10 @@ from functions.core.errors import (
 from functions.core.jobs import (
     Attempt,
     FetchContext,
-    file_key,
     get_job,
     manifest_key,
     new_job_id,
+    read_source,
     run_attempt,
     run_fetch,
 )
@@ -533,10 +533,10 @@ def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> J
     job = attempt.job
     options = job.review or ReviewOptions()
     source_id = options.source_job_id or ""
-    manifest = RepoManifest.model_validate_json(fetch.blobs.get(manifest_key(source_id)))
+    paths = RepoManifest.model_validate_json(fetch.blobs.get(manifest_key(source_id)))
     # The fetch stores paths only; which files have functions (or do not parse) is in the
     # whole-repository index, built here if no lookup built it before (and kept for them).
-    manifest = load_function_index(fetch.blobs, source_id, manifest)
+    manifest = load_function_index(fetch.blobs, source_id, paths)
     limit = min(options.max_functions or MAX_REPO_REVIEW_FUNCTIONS, MAX_REPO_REVIEW_FUNCTIONS)
     items: list[ReviewItem] = []
     skipped: list[NotReviewed] = []
@@ -548,7 +548,10 @@ def _review_repository(ctx: ReviewContext, attempt: Attempt, workdir: Path) -> J
         if not info.functions:
             continue
         file_items, file_skipped = plan_file(
-            path, fetch.blobs.get(file_key(source_id, path)), None, fetch.limits.max_file_bytes
+            path,
+            read_source(fetch.blobs, source_id, paths, path),
+            None,
+            fetch.limits.max_file_bytes,
         )
         skipped += file_skipped
         for item in file_items:

@@ -88,11 +88,11 @@ def test_start_fetch_and_review_through_the_lambda_handlers(
     # When Lambda delivers the event to the fetch function
     result = stack.deliver(stack.payload())
 
-    # Then the sources are in S3, the manifest last, and the job is READY in DynamoDB
+    # Then the sources are in S3 as one pack plus the manifest (two objects, not one per
+    # file), and the job is READY in DynamoDB
     assert result == {"job_id": job_id, "status": "READY"}
     keys = stack.keys(f"repos/{job_id}/")
-    assert f"repos/{job_id}/manifest.json" in keys
-    assert f"repos/{job_id}/files/module_name.py" in keys
+    assert sorted(keys) == [f"repos/{job_id}/manifest.json", f"repos/{job_id}/sources.pack"]
     job = stack.job(job_id)
     assert job["status"] == "READY"
     assert job["attempts"] == 1

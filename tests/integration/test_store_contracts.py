@@ -280,6 +280,70 @@ def test_blob_delete_prefix_removes_only_that_prefix(blob_store: BlobStore) -> N
     assert blob_store.get("repos/b/files/z.py") == b"4"
 
 
+PACK = bytes(range(256)) * 40 + "ünï\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    ("start", "length"),
+    [(0, 10), (1000, 2560), (len(PACK) - 9, 9), (0, len(PACK)), (500, 0), (len(PACK), 0)],
+    ids=["start", "middle", "end", "whole", "zero-length", "zero-length-at-end"],
+)
+def test_blob_get_range_returns_exactly_those_bytes(
+    blob_store: BlobStore, start: int, length: int
+) -> None:
+    blob_store.put("repos/j/sources.pack", PACK)
+
+    assert blob_store.get_range("repos/j/sources.pack", start, length) == PACK[start:][:length]
+
+
+@pytest.mark.parametrize("length", [0, 5])
+def test_blob_get_range_of_missing_key_raises_blob_not_found(
+    blob_store: BlobStore, length: int
+) -> None:
+    blob_store.put("repos/j/present.pack", b"x")
+
+    with pytest.raises(BlobNotFound):
+        blob_store.get_range("repos/j/absent.pack", 0, length)
+
+
+def test_blob_get_range_past_the_end_is_storage_error(blob_store: BlobStore) -> None:
+    blob_store.put("repos/j/sources.pack", b"0123456789")
+
+    with pytest.raises(StorageError) as caught:
+        blob_store.get_range("repos/j/sources.pack", 5, 6)
+    assert not isinstance(caught.value, BlobNotFound)
+    with pytest.raises(ValueError, match="start and length"):
+        blob_store.get_range("repos/j/sources.pack", -1, 2)
+
+
+def test_blob_put_stream_stores_the_concatenation(blob_store: BlobStore) -> None:
+    chunks = (bytes([i]) * 1000 for i in range(200))
+
+    assert blob_store.put_stream("repos/j/sources.pack", chunks) == 200_000
+    assert blob_store.put_stream("repos/j/empty.pack", iter([])) == 0
+
+    assert blob_store.get("repos/j/sources.pack") == b"".join(bytes([i]) * 1000 for i in range(200))
+    assert blob_store.get_range("repos/j/sources.pack", 199_000, 1000) == bytes([199]) * 1000
+    assert blob_store.get("repos/j/empty.pack") == b""
+
+
+def test_blob_put_stream_that_fails_midway_stores_nothing(blob_store: BlobStore) -> None:
+    blob_store.put("repos/j/sources.pack", b"the old pack")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"first"
+        raise RuntimeError("the reader broke")
+
+    with pytest.raises(RuntimeError):
+        blob_store.put_stream("repos/j/sources.pack", chunks())
+    with pytest.raises(RuntimeError):
+        blob_store.put_stream("repos/j/new.pack", chunks())
+
+    assert blob_store.get("repos/j/sources.pack") == b"the old pack"
+    with pytest.raises(BlobNotFound):
+        blob_store.get("repos/j/new.pack")
+
+
 # --- JobStore contract ------------------------------------------------------------------------
 
 
@@ -603,7 +667,9 @@ def test_sqlite_job_store_reports_a_broken_file_as_storage_error(tmp_path: Path)
 # --- S3BlobStore ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("operation", ["put", "get", "put_many", "delete_prefix"])
+@pytest.mark.parametrize(
+    "operation", ["put", "get", "put_many", "delete_prefix", "get_range", "put_stream"]
+)
 def test_s3_store_turns_an_unreachable_endpoint_into_storage_error(operation: str) -> None:
     client = s3_client(unused_endpoint())
     store = S3BlobStore(client, "blobs")
@@ -612,6 +678,8 @@ def test_s3_store_turns_an_unreachable_endpoint_into_storage_error(operation: st
         "get": lambda: store.get("k"),
         "put_many": lambda: store.put_many([("k", b"x")]),
         "delete_prefix": lambda: store.delete_prefix("repos/"),
+        "get_range": lambda: store.get_range("k", 0, 1),
+        "put_stream": lambda: store.put_stream("k", [b"x"]),
     }
     try:
         with pytest.raises(StorageError, match="s3://blobs/") as caught:
@@ -678,6 +746,36 @@ def test_s3_store_deletes_more_than_one_batch(s3_mock: tuple[S3Client, str]) -> 
 
     assert batches == [1000, 1]
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_s3_store_ranged_read_is_one_get_with_a_range_and_zero_length_sends_none(
+    s3_mock: tuple[S3Client, str],
+) -> None:
+    client, bucket = s3_mock
+    store = S3BlobStore(client, bucket)
+    store.put("repos/j/sources.pack", b"0123456789")
+    sent: list[tuple[str, str | None]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        sent.append((model.name, params.get("Range")))
+
+    client.meta.events.register("provide-client-params.s3.*", record)
+
+    assert store.get_range("repos/j/sources.pack", 3, 4) == b"3456"
+    assert store.get_range("repos/j/sources.pack", 3, 0) == b""
+
+    assert sent == [("GetObject", "bytes=3-6"), ("HeadObject", None)]
+
+
+def test_s3_store_put_stream_to_a_missing_bucket_is_storage_error(
+    s3_mock: tuple[S3Client, str],
+) -> None:
+    client, _ = s3_mock
+    store = S3BlobStore(client, "no-such-bucket")
+
+    with pytest.raises(StorageError, match="s3://no-such-bucket/") as caught:
+        store.put_stream("k", [b"x"])
+    assert not isinstance(caught.value, BlobNotFound)
 
 
 def test_s3_store_put_many_raises_the_first_failure(

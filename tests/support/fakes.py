@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from functions.core.errors import BlobNotFound, CodeReviewError, StateConflict
+from functions.core.errors import BlobNotFound, CodeReviewError, StateConflict, StorageError
 from functions.core.models import Job, JobStatus, SkippedFile
 from functions.core.ports import ChatReply, FetchLimits, TreeEntry
 from functions.core.repo_url import RepoUrl
@@ -69,12 +69,24 @@ class InMemoryBlobStore:
         self.blobs: dict[str, bytes] = {}
         self.fail_on: Callable[[str], CodeReviewError | None] = lambda key: None
         self.gets: list[str] = []
+        """Keys read whole with ``get``, in order."""
+        self.range_gets: list[tuple[str, int, int]] = []
+        """(key, start, length) of every ``get_range``, in order."""
+        self.puts: list[str] = []
+        """Keys written (``put``, ``put_many``, ``put_stream``), in order."""
 
     def put(self, key: str, data: bytes) -> None:
         error = self.fail_on(key)
         if error is not None:
             raise error
+        self.puts.append(key)
         self.blobs[key] = data
+
+    def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
+        # Joined here, where blobs live in a dict anyway; the real stores stream.
+        data = b"".join(chunks)
+        self.put(key, data)
+        return len(data)
 
     def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
         count = 0
@@ -89,6 +101,18 @@ class InMemoryBlobStore:
             return self.blobs[key]
         except KeyError:
             raise BlobNotFound(f"no blob {key}") from None
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        self.range_gets.append((key, start, length))
+        if start < 0 or length < 0:
+            raise ValueError(f"bad range {start}, {length}")
+        try:
+            data = self.blobs[key]
+        except KeyError:
+            raise BlobNotFound(f"no blob {key}") from None
+        if start + length > len(data):
+            raise StorageError(f"blob {key} ends before bytes {start}+{length}")
+        return data[start : start + length]
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [k for k in self.blobs if k.startswith(prefix)]

@@ -17,8 +17,8 @@ from functions.core.analyze import (
     to_file_lines,
 )
 from functions.core.errors import FunctionNotFound, SourceUnparsable, StorageError
-from functions.core.jobs import FetchContext, file_key, manifest_key, run_fetch
-from functions.core.locate import build_manifest, index_module
+from functions.core.jobs import FetchContext, file_key, manifest_key, pack_key, run_fetch
+from functions.core.locate import build_manifest, build_path_manifest, index_module
 from functions.core.models import FunctionSource, Job, RepoManifest
 from functions.core.ports import FetchLimits
 from tests.support.fakes import FakeClock, FakeFetcher, InMemoryBlobStore, InMemoryJobStore
@@ -56,6 +56,27 @@ def fetched(
     return jobs, blobs, clock
 
 
+def file_range(blobs: InMemoryBlobStore, path: str) -> tuple[str, int, int]:
+    """The ranged read of the pack that returns ``path`` of job ``j``."""
+    info = RepoManifest.model_validate_json(blobs.blobs[manifest_key("j")]).files[path]
+    assert info.offset is not None
+    return pack_key("j"), info.offset, info.size
+
+
+def fetched_before_packs() -> tuple[InMemoryJobStore, InMemoryBlobStore, FakeClock]:
+    """A job stored the way fetches did before packs: one blob per file, no offsets."""
+    jobs, blobs, clock = fetched()
+    del blobs.blobs[pack_key("j")]
+    for path, data in FILES.items():
+        blobs.blobs[file_key("j", path)] = data
+    sizes = {path: len(data) for path, data in FILES.items()}
+    old = build_path_manifest("j", "c" * 40, sizes, max_bytes=FetchLimits().max_file_bytes)
+    blobs.blobs[manifest_key("j")] = old.model_dump_json(
+        exclude={"files": {"__all__": {"offset"}}}
+    ).encode()
+    return jobs, blobs, clock
+
+
 def test_a_review_reads_only_the_manifest_and_the_one_file_and_reports_file_lines() -> None:
     jobs, blobs, clock = fetched()
     blobs.gets.clear()
@@ -64,7 +85,9 @@ def test_a_review_reads_only_the_manifest_and_the_one_file_and_reports_file_line
 
     suggestions = anyio.run(lambda: review_function("j", "pkg.target.C.m", ctx))
 
-    assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/target.py")]
+    # The manifest whole, then one ranged read of the pack: the file's bytes, nothing more.
+    assert blobs.gets == [manifest_key("j")]
+    assert blobs.range_gets == [file_range(blobs, "pkg/target.py")]
     assert reviewer.seen[0].source == "    def m(self, a):\n        return a\n"
     assert suggestions == ["[bug] Line 6: returns its argument unchanged.", "General remark."]
 
@@ -102,8 +125,25 @@ def test_a_dotted_lookup_reads_the_manifest_and_the_candidate_file_once() -> Non
     cache.locate("j", "pkg.mod7.f7")
 
     assert (path, info.qualname, data) == ("pkg/mod7.py", "f7", FILES["pkg/mod7.py"])
-    assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/mod7.py")]
+    assert blobs.gets == [manifest_key("j")]
+    assert blobs.range_gets == [file_range(blobs, "pkg/mod7.py")]
     assert index_key("j") not in blobs.blobs  # no whole-repository work for a dotted name
+
+
+def test_a_job_fetched_before_packs_is_read_file_by_file() -> None:
+    _, blobs, _ = fetched_before_packs()
+    cache = ManifestCache(blobs)
+    blobs.gets.clear()
+
+    path, info, data = cache.locate("j", "pkg.mod7.f7")
+
+    assert (path, info.qualname, data) == ("pkg/mod7.py", "f7", FILES["pkg/mod7.py"])
+    assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/mod7.py")]
+    assert blobs.range_gets == []
+    # The whole index is built from the per-file blobs too.
+    assert cache.locate("j", "C.m")[0] == "pkg/target.py"
+    file_reads = [key for key in blobs.gets if "/files/" in key]
+    assert sorted(set(file_reads)) == sorted(file_key("j", path) for path in FILES)
 
 
 def test_a_bare_name_builds_the_whole_index_once_and_stores_it() -> None:
@@ -114,12 +154,14 @@ def test_a_bare_name_builds_the_whole_index_once_and_stores_it() -> None:
     assert cache.locate("j", "f3")[0] == "pkg/mod3.py"
     assert cache.locate("j", "C.m")[0] == "pkg/target.py"
 
-    # Every file read once to build the index, then only the files the functions were cut from.
-    file_reads = [key for key in blobs.gets if "/files/" in key]
-    assert sorted(file_reads[: len(FILES)]) == sorted(file_key("j", path) for path in FILES)
-    assert file_reads[len(FILES) :] == [
-        file_key("j", "pkg/mod3.py"),
-        file_key("j", "pkg/target.py"),
+    # The pack read once, whole, to build the index (not one read per file), then only the
+    # files the functions were cut from.
+    pack_size = len(blobs.blobs[pack_key("j")])
+    assert blobs.gets == [manifest_key("j"), index_key("j")]  # index.json: not there yet
+    assert blobs.range_gets == [
+        (pack_key("j"), 0, pack_size),
+        file_range(blobs, "pkg/mod3.py"),
+        file_range(blobs, "pkg/target.py"),
     ]
     stored = RepoManifest.model_validate_json(blobs.blobs[index_key("j")])
     assert stored.functions_indexed
@@ -139,7 +181,8 @@ def test_another_process_reuses_the_stored_index_instead_of_parsing() -> None:
     assert "pkg.target.C.m" in names
     # Its files are then looked up in the index, not parsed again.
     assert other.locate("j", "pkg.mod9.f9")[0] == "pkg/mod9.py"
-    assert blobs.gets[2:] == [file_key("j", "pkg/mod9.py")]
+    assert blobs.gets[2:] == []
+    assert blobs.range_gets[-1:] == [file_range(blobs, "pkg/mod9.py")]
 
 
 def test_a_name_not_found_suggests_the_closest_ones() -> None:
@@ -176,11 +219,14 @@ def test_a_manifest_written_before_lazy_indexing_is_its_own_index() -> None:
     del old["functions_indexed"], old["parse_max_bytes"]
     blobs.blobs[manifest_key("j")] = json.dumps(old).encode()
     cache = ManifestCache(blobs)
+    for path, data in FILES.items():  # such jobs stored one blob per file
+        blobs.blobs[file_key("j", path)] = data
     blobs.gets.clear()
 
     assert cache.locate("j", "m")[0] == "pkg/target.py"
     assert "pkg.mod0.f0" in anyio.run(cache.dotted_names, "j")
     assert blobs.gets == [manifest_key("j"), file_key("j", "pkg/target.py")]
+    assert blobs.range_gets == []
 
 
 def test_parsed_files_are_bounded_by_bytes() -> None:
@@ -194,9 +240,7 @@ def test_parsed_files_are_bounded_by_bytes() -> None:
         cache.locate("j", f"pkg.mod{i}.f{i}")
 
     # mod1 was pushed out by mod2 and mod3, so the last lookup read it again.
-    assert [key for key in blobs.gets if "/files/" in key] == [
-        file_key("j", f"pkg/mod{i}.py") for i in (1, 2, 3, 1)
-    ]
+    assert blobs.range_gets == [file_range(blobs, f"pkg/mod{i}.py") for i in (1, 2, 3, 1)]
 
 
 def test_concurrent_bare_names_build_the_index_once() -> None:
@@ -215,7 +259,7 @@ def test_concurrent_bare_names_build_the_index_once() -> None:
     for thread in threads:
         thread.join()
 
-    assert blobs.gets.count(file_key("j", "pkg/mod0.py")) == 1
+    assert blobs.range_gets.count((pack_key("j"), 0, len(blobs.blobs[pack_key("j")]))) == 1
     assert blobs.gets.count(index_key("j")) == 1
 
 

@@ -19,9 +19,9 @@ from functions.core.errors import (
 )
 from functions.core.jobs import (
     FetchContext,
-    file_key,
     get_job,
     manifest_key,
+    pack_key,
     run_fetch,
     start_fetch,
     wait_until_ready,
@@ -107,7 +107,7 @@ def test_a_failed_dispatch_fails_the_job_instead_of_leaving_it_queued() -> None:
     assert job.error_code == "dispatch_failed"
 
 
-def test_fetch_uploads_every_file_then_the_manifest_then_marks_ready() -> None:
+def test_fetch_writes_one_pack_then_the_manifest_then_marks_ready() -> None:
     ctx = make_ctx()
     queued(ctx)
     order: list[str] = []
@@ -129,11 +129,19 @@ def test_fetch_uploads_every_file_then_the_manifest_then_marks_ready() -> None:
 
     assert job is not None
     assert job.status is JobStatus.READY
-    assert order[-1] == manifest_key("job1")
-    assert set(order[:-1]) == {file_key("job1", p) for p in FILES}
-    assert blobs.blobs[file_key("job1", "pkg/mod.py")] == FILES["pkg/mod.py"]
+    # Exactly two writes: the pack of every file, then the manifest; no blob per file.
+    assert order == [pack_key("job1"), manifest_key("job1")]
+    assert blobs.puts == order
+    assert sorted(blobs.blobs) == sorted(order)
     manifest = json.loads(blobs.blobs[manifest_key("job1")])
     assert manifest["modules"]["pkg.mod"] == ["pkg/mod.py"]
+    # Each file is its recorded range of the pack, and the ranges tile the pack.
+    pack = blobs.blobs[pack_key("job1")]
+    files = manifest["files"]
+    for path, data in FILES.items():
+        offset, size = files[path]["offset"], files[path]["size"]
+        assert pack[offset : offset + size] == data
+    assert sum(f["size"] for f in files.values()) == len(pack)
     assert job.stats is not None
     assert (job.stats.python_files, job.stats.bytes_stored) == (3, sum(map(len, FILES.values())))
     assert job.attempts == 1
@@ -211,7 +219,7 @@ def test_a_storage_failure_fails_the_job_and_it_is_not_ready() -> None:
     queued(ctx)
     blobs = ctx.blobs
     assert isinstance(blobs, InMemoryBlobStore)
-    blobs.fail_on = lambda key: StorageError("S3 is down") if key.endswith("mod.py") else None
+    blobs.fail_on = lambda key: StorageError("S3 is down") if key.endswith(".pack") else None
 
     job = run_fetch("job1", ctx)
 

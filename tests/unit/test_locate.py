@@ -15,6 +15,7 @@ from functions.core.errors import (
     SourceUnparsable,
 )
 from functions.core.locate import (
+    DEFAULT_MAX_BYTES,
     FullIndex,
     FunctionIndex,
     build_manifest,
@@ -113,14 +114,14 @@ def manifest_kind(request: pytest.FixtureRequest) -> Iterator[str]:
     _SOURCES.clear()
 
 
-def repo(files: dict[str, bytes], **kwargs: int) -> RepoManifest:
+def repo(files: dict[str, bytes], *, max_bytes: int = DEFAULT_MAX_BYTES) -> RepoManifest:
     """Return the manifest of ``files``, of the kind the test runs with."""
     if not _LAZY["on"]:
         return build_manifest(
-            "job-1", "abc123", [index_module(p, d, **kwargs) for p, d in files.items()]
+            "job-1", "abc123", [index_module(p, d, max_bytes=max_bytes) for p, d in files.items()]
         )
     sizes = {path: len(data) for path, data in files.items()}
-    manifest = build_path_manifest("job-1", "abc123", sizes, **kwargs)
+    manifest = build_path_manifest("job-1", "abc123", sizes, max_bytes=max_bytes)
     _SOURCES[id(manifest)] = (manifest, LazyFiles(manifest, files))
     return manifest
 

@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from functions.core.errors import FunctionTooLarge, ProviderUnavailable
-from functions.core.jobs import FetchContext, run_fetch
-from functions.core.models import FunctionSource, JobStatus
+from functions.core.jobs import FetchContext, file_key, manifest_key, pack_key, run_fetch
+from functions.core.models import FunctionSource, JobStatus, RepoManifest
 from functions.core.ports import FetchLimits, FileChange
 from functions.core.report import Report
 from functions.core.review_jobs import (
@@ -256,6 +256,47 @@ def test_a_review_runs_as_a_chain_of_batches_and_redeliveries_do_nothing() -> No
     report: Report = load_report(job_id, ctx.fetch.jobs, ctx.fetch.blobs, ctx.fetch.clock)
     assert report.reviewed == [f"pkg.m{i}.f{i}" for i in range(5)]
     assert len(report.findings) == 5
+
+
+def unpack(blobs: InMemoryBlobStore, job_id: str) -> None:
+    """Rewrite a fetched job in the layout from before packs: a blob per file, no offsets."""
+    manifest = RepoManifest.model_validate_json(blobs.blobs[manifest_key(job_id)])
+    pack = blobs.blobs.pop(pack_key(job_id))
+    files = {}
+    for path, info in manifest.files.items():
+        assert info.offset is not None
+        blobs.blobs[file_key(job_id, path)] = pack[info.offset : info.offset + info.size]
+        files[path] = info.model_copy(update={"offset": None})
+    blobs.blobs[manifest_key(job_id)] = (
+        manifest.model_copy(update={"files": files}).model_dump_json().encode()
+    )
+
+
+@pytest.mark.parametrize("layout", ["pack", "file-per-blob"])
+def test_a_repository_review_reads_the_source_jobs_files_in_either_layout(layout: str) -> None:
+    reviewer = CountingReviewer()
+    ctx, dispatcher = review_context(reviewer)
+    job_id = started_review(ctx, dispatcher)
+    blobs = ctx.fetch.blobs
+    assert isinstance(blobs, InMemoryBlobStore)
+    if layout == "file-per-blob":
+        unpack(blobs, "src")
+    blobs.gets.clear()
+
+    for batch in (None, 0, 1, 2):
+        run_job(job_id, ctx, batch)
+
+    report = load_report(job_id, ctx.fetch.jobs, blobs, ctx.fetch.clock)
+    assert report.reviewed == [f"pkg.m{i}.f{i}" for i in range(5)]
+    # The exact bytes of each file reached the reviewer.
+    assert sorted(f.source for f in reviewer.seen) == sorted(d.decode() for d in FILES.values())
+    file_reads = [key for key in blobs.gets if "/files/" in key]
+    if layout == "pack":
+        assert file_reads == []
+        assert {key for key, _, _ in blobs.range_gets} == {pack_key("src")}
+    else:
+        assert blobs.range_gets == []
+        assert set(file_reads) >= {file_key("src", path) for path in FILES}
 
 
 def test_a_batch_whose_worker_holds_the_lease_is_not_run_twice() -> None:
