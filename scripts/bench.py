@@ -919,8 +919,7 @@ def measure_concurrency(
             f"once, arriving {first:.2f}-{last:.2f} s into the burst. Each call costs "
             f"{cpu_per_call:.1f} ms of CPU in the two services (its ruff process included): "
             f"{CONCURRENCY} calls need {cpu_per_call * CONCURRENCY / 1000:.2f} CPU-seconds, "
-            f"at least {cpu_per_call * CONCURRENCY / 1000 / cores:.2f} s on {cores} cores, "
-            "most of it before the model call",
+            f"at least {cpu_per_call * CONCURRENCY / 1000 / cores:.2f} s on {cores} cores",
         )
     ]
 
