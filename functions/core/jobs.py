@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 
 QUEUE_TIMEOUT = timedelta(minutes=15)
 """A job no worker has taken after this long is failed (its dispatch was lost)."""
+HANDOFF_LEASE = QUEUE_TIMEOUT
+"""The lease a job holds while handed to its next invocation (a review batch): an async Lambda
+event may wait in the queue that long (the template's maximum event age), and the job must not
+look abandoned meanwhile."""
 HEARTBEAT_SECONDS = 2.0
 
 

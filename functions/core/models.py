@@ -265,8 +265,14 @@ class Job(BaseModel):
         )
 
     def heartbeat(self, now: datetime, lease: timedelta, progress: JobProgress) -> Job:
-        """Renew the lease and report progress (the status stays what it is)."""
-        return self._to(self.status, now, lease_expires_at=now + lease, progress=progress)
+        """Renew the lease and report progress (the status stays what it is).
+
+        A heartbeat never shortens a lease: a longer one was set on purpose (a hand-off).
+        """
+        expires = now + lease
+        if self.lease_expires_at is not None and self.lease_expires_at > expires:
+            expires = self.lease_expires_at
+        return self._to(self.status, now, lease_expires_at=expires, progress=progress)
 
     def mark_ready(self, now: datetime, stats: JobStats) -> Job:
         """Record a finished fetch. Call only after every blob is stored."""

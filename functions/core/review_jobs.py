@@ -31,6 +31,7 @@ from functions.core.errors import (
     ReportNotAvailable,
 )
 from functions.core.jobs import (
+    HANDOFF_LEASE,
     Attempt,
     FetchContext,
     get_job,
@@ -397,9 +398,8 @@ def _store_plan(attempt: Attempt, ctx: ReviewContext, plan: ReviewPlan) -> JobSt
     fetch.blobs.put(plan_key(job_id), plan.model_dump_json().encode())
     total = len(plan.items) + len(plan.not_reviewed)
     skipped = len(plan.not_reviewed)
-    attempt.save(
-        lambda job: job.start_review(fetch.clock(), fetch.lease, total, plan.batches, skipped)
-    )
+    handoff = max(fetch.lease, HANDOFF_LEASE)  # batch 0 may wait in a queue
+    attempt.save(lambda job: job.start_review(fetch.clock(), handoff, total, plan.batches, skipped))
     if not plan.items:
         return _assemble(ctx, job_id, plan, [])
     ctx.dispatcher.dispatch(job_id, 0)
@@ -441,7 +441,8 @@ def _run_batch(ctx: ReviewContext, batch: int, attempt: Attempt) -> JobStats | N
     )
     fetch.blobs.put(batch_key(job_id, batch), result.model_dump_json().encode())
     if batch + 1 < plan.batches:
-        attempt.save(lambda job: job.finish_batch(batch, fetch.clock(), fetch.lease, len(items)))
+        handoff = max(fetch.lease, HANDOFF_LEASE)  # the next batch may wait in a queue
+        attempt.save(lambda job: job.finish_batch(batch, fetch.clock(), handoff, len(items)))
         ctx.dispatcher.dispatch(job_id, batch + 1)
         return None
     results = [

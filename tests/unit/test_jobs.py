@@ -26,7 +26,7 @@ from functions.core.jobs import (
     start_fetch,
     wait_until_ready,
 )
-from functions.core.models import Job, JobStatus, RepoManifest
+from functions.core.models import Job, JobProgress, JobStatus, RepoManifest
 from functions.core.ports import FetchLimits
 from tests.support.fakes import (
     FakeClock,
@@ -329,3 +329,12 @@ def test_waiting_on_a_failed_job_says_why() -> None:
 
     with pytest.raises(JobFailed, match="took too long"):
         anyio.run(lambda: wait_until_ready("job1", ctx.jobs, ctx.clock, wait_seconds=1))
+
+
+def test_a_heartbeat_never_shortens_a_hand_off_lease() -> None:
+    clock = FakeClock()
+    job = Job.new("j", URL, clock()).start_fetch(clock(), timedelta(minutes=15))
+
+    beat = job.heartbeat(clock(), timedelta(seconds=30), job.progress or JobProgress(phase="x"))
+
+    assert beat.lease_expires_at == clock() + timedelta(minutes=15)

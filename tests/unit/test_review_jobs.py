@@ -347,3 +347,23 @@ def test_a_repository_review_needs_a_ready_fetch(status: JobStatus) -> None:
         start_repository_review(
             "src", [], [], None, jobs=jobs, dispatcher=RecordingDispatcher(), clock=clock
         )
+
+
+def test_a_review_waiting_for_its_next_batch_does_not_look_abandoned() -> None:
+    from functions.core.jobs import get_job
+
+    ctx, dispatcher = review_context(CountingReviewer())
+    job_id = started_review(ctx, dispatcher)
+    run_job(job_id, ctx)  # planned; batch 0 is queued (an async event may wait minutes)
+    run_job(job_id, ctx, 0)  # batch 0 done; batch 1 is queued
+    clock = ctx.fetch.clock
+    assert isinstance(clock, FakeClock)
+
+    clock.advance(5 * 60)  # far beyond the 30 s lease of a running attempt
+    waiting = get_job(job_id, ctx.fetch.jobs, clock)
+    clock.advance(11 * 60)  # beyond the 15 minutes an event may wait
+    lost = get_job(job_id, ctx.fetch.jobs, clock)
+
+    assert waiting.status is JobStatus.REVIEWING
+    assert lost.status is JobStatus.FAILED
+    assert lost.error_code == "worker_lost"
