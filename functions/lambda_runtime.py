@@ -119,6 +119,13 @@ def http_handler(app: Any, service: str) -> Handler:
         started = time.monotonic()
         correlation_id = _correlation_id(event)
         logger.set_correlation_id(correlation_id)
+        if correlation_id:
+            # The app's middleware takes the id from this header, so it is the one the app
+            # passes on (to the gateway, to the worker) and echoes.
+            event.setdefault("headers", {})
+            if event["headers"] is None:
+                event["headers"] = {}
+            event["headers"]["x-request-id"] = correlation_id
         metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
         if not adapters:
             from mangum import Mangum

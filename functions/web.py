@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from functions.core.correlation import correlation_id
 from functions.core.errors import CodeReviewError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,11 @@ def add_request_id(app: FastAPI) -> None:
     async def _request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        response = await call_next(request)
+        request_id = (request.headers.get("x-request-id") or uuid.uuid4().hex)[:128]
+        token = correlation_id.set(request_id)
+        try:
+            response = await call_next(request)
+        finally:
+            correlation_id.reset(token)
         response.headers["x-request-id"] = request_id
         return response

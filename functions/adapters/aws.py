@@ -20,6 +20,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from functions.core.correlation import correlation_id
 from functions.core.errors import BlobNotFound, StateConflict, StorageError
 from functions.core.models import Job, JobStatus
 from functions.core.ports import Clock
@@ -512,6 +513,9 @@ class LambdaDispatcher:
         event: dict[str, object] = {"job_id": job_id}
         if batch is not None:
             event["batch"] = batch
+        request_id = correlation_id.get()
+        if request_id:
+            event["correlation_id"] = request_id  # the worker logs under the caller's id
         payload = json.dumps(event).encode()
         try:
             response = self._client.invoke(

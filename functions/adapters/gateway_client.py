@@ -11,6 +11,7 @@ from typing import Any
 import openai
 from openai import AsyncOpenAI
 
+from functions.core.correlation import correlation_id
 from functions.core.errors import (
     FunctionTooLarge,
     InvalidInput,
@@ -41,10 +42,12 @@ class GatewayReviewer:
     async def review(self, function: FunctionSource) -> list[str]:
         """Return the gateway's suggestions for ``function``."""
         try:
+            request_id = correlation_id.get()
             completion = await self._client.chat.completions.create(
                 model=REVIEW_MODEL,
                 messages=[{"role": "user", "content": function.source}],
                 extra_body={"review_context": f"{function.path}:{function.qualname}"},
+                extra_headers={"x-request-id": request_id} if request_id else None,
             )
         except openai.APIStatusError as exc:
             raise self._from_gateway(exc) from exc

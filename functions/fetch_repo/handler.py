@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from functions.core.bootstrap import analysis_container
+from functions.core.correlation import correlation_id
 from functions.core.review_jobs import run_job
 from functions.lambda_runtime import LambdaEvent, observability
 
@@ -29,6 +30,8 @@ class FetchEvent(BaseModel):
     job_id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")
     batch: int | None = Field(default=None, ge=0)
     """A review job's batch to run; absent for a fetch (and a review's planning)."""
+    correlation_id: str | None = Field(default=None, max_length=128)
+    """The id of the request that started the work, for logs."""
 
 
 def _clear_scratch() -> None:
@@ -51,6 +54,11 @@ def handler(event: LambdaEvent, context: Any) -> dict[str, Any]:
         metrics.add_metric(name="FetchInvalidEvent", unit="Count", value=1)
         return {"status": "invalid_event"}
     logger.append_keys(job_id=fetch.job_id)
+    if fetch.correlation_id:
+        logger.set_correlation_id(fetch.correlation_id)
+    # Batches this invocation dispatches carry the same id on; reset after, so a warm
+    # container's next invocation does not inherit it.
+    token = correlation_id.set(fetch.correlation_id)
     _clear_scratch()
     try:
         ctx = analysis_container().review_context(
@@ -62,6 +70,8 @@ def handler(event: LambdaEvent, context: Any) -> dict[str, Any]:
         # make the retry safe. Counted so that an alarm can see workers failing.
         metrics.add_metric(name="FetchRaised", unit="Count", value=1)
         raise
+    finally:
+        correlation_id.reset(token)
     status = job.status.value if job is not None else "unknown_job"
     metrics.add_metric(name=f"Fetch{status.title().replace('_', '')}", unit="Count", value=1)
     return {"job_id": fetch.job_id, "status": status}

@@ -280,3 +280,27 @@ def test_invalid_analyze_bodies_are_422(offline_gateway: str, body: dict[str, An
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_request"
     assert "function_code" in response.json()["message"]
+
+
+def test_the_analysis_side_passes_its_request_id_on_to_the_gateway(fake_llm: FakeLLM) -> None:
+    from functions.adapters.gateway_client import GatewayReviewer
+    from functions.core.correlation import correlation_id
+    from functions.core.models import FunctionSource
+
+    function = FunctionSource(
+        name="m.f", path="m.py", qualname="f", start_line=1, end_line=2, source=CODE
+    )
+
+    async def review() -> list[str]:
+        reviewer = GatewayReviewer(base_url=fake_llm.base_url, api_key="x", timeout=10)
+        token = correlation_id.set("req-7f3a")
+        try:
+            return await reviewer.review(function)
+        finally:
+            correlation_id.reset(token)
+            await reviewer.aclose()
+
+    suggestions = anyio.run(review)
+
+    assert suggestions
+    assert fake_llm.chat_requests()[0].headers["x-request-id"] == "req-7f3a"

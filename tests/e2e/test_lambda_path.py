@@ -75,15 +75,20 @@ def clones(server: GitHttpServer) -> int:
 def test_start_fetch_and_review_through_the_lambda_handlers(
     stack: LambdaStack, sample_repo_url: str, fake_llm: FakeLLM, git_server: GitHttpServer
 ) -> None:
-    # Given a job started through the analysis function's handler
-    job_id = stack.start(sample_repo_url)
+    # Given a job started through the analysis function's handler, by a caller with a request id
+    started = stack.analysis(
+        "POST", "/analyze/start", {"repo_url": sample_repo_url}, headers={"X-Request-ID": "req-1"}
+    )
+    job_id = started.json()["job_id"]
 
-    # Then the handler answered at once: the job is QUEUED and one async invoke was sent
+    # Then the handler answered at once: the job is QUEUED and one async invoke was sent,
+    # carrying the caller's request id on to the worker's logs
+    assert started.status == 200
     assert stack.job(job_id)["status"] == "QUEUED"
     [invoke] = stack.invokes
     assert invoke["FunctionName"] == stack.fetch_function
     assert invoke["InvocationType"] == "Event"
-    assert stack.payload() == {"job_id": job_id}
+    assert stack.payload() == {"job_id": job_id, "correlation_id": "req-1"}
 
     # When Lambda delivers the event to the fetch function
     result = stack.deliver(stack.payload())

@@ -855,6 +855,30 @@ def test_lambda_dispatcher_invokes_asynchronously_with_only_the_job_id(
     assert json.loads(captured[0]["Payload"]) == {"job_id": "job-1"}
 
 
+def test_lambda_dispatcher_passes_the_batch_and_the_callers_correlation_id(
+    lambda_mock: LambdaClient,
+) -> None:
+    from functions.core.correlation import correlation_id
+
+    captured: list[dict[str, Any]] = []
+
+    def capture(params: dict[str, Any], **_: Any) -> None:
+        captured.append(dict(params))
+
+    lambda_mock.meta.events.register("provide-client-params.lambda.Invoke", capture)
+    token = correlation_id.set("req-42")
+    try:
+        LambdaDispatcher(lambda_mock, "fetch").dispatch("job-1", 3)
+    finally:
+        correlation_id.reset(token)
+
+    assert json.loads(captured[0]["Payload"]) == {
+        "job_id": "job-1",
+        "batch": 3,
+        "correlation_id": "req-42",
+    }
+
+
 def test_lambda_dispatcher_missing_function_is_storage_error() -> None:
     # Without use_docker=False moto looks the function up (and answers 404) before it would
     # try Docker; the Docker-less mode accepts invokes of any name.
