@@ -12,7 +12,6 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -83,23 +82,13 @@ def _create_table(client: DynamoDBClient, table: str, key: str) -> None:
 
 
 class S3BlobStore:
-    """Blobs as objects in one S3 bucket, under an optional key prefix.
+    """Blobs as objects in one S3 bucket, under an optional key prefix."""
 
-    ``put_many`` uploads on up to ``max_workers`` threads; give the client a connection pool at
-    least that large (``botocore.config.Config(max_pool_connections=...)``, default 10) or
-    urllib3 drops the extra connections after each use.
-    """
-
-    def __init__(
-        self, client: S3Client, bucket: str, prefix: str = "", *, max_workers: int = 16
-    ) -> None:
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
         self._client = client
         self._bucket = bucket
         # A prefix names a folder; add the separator so "env1" cannot run into "env1x/...".
         self._prefix = prefix if not prefix or prefix.endswith("/") else f"{prefix}/"
-        self._max_workers = max_workers
 
     @property
     def bucket(self) -> str:
@@ -125,41 +114,6 @@ class S3BlobStore:
             self._client.put_object(Bucket=self._bucket, Key=self._key(key), Body=data)
         except (ClientError, BotoCoreError) as exc:
             raise self._failure("PutObject", key, exc) from exc
-
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Upload many blobs concurrently; return how many.
-
-        At most twice ``max_workers`` blobs are held at once, so ``items`` may be a stream of a
-        whole repository. The first failure stops the upload and is raised once the uploads in
-        flight have finished.
-        """
-        iterator = iter(items)
-        first = next(iterator, None)
-        if first is None:
-            return 0
-        window = 2 * self._max_workers
-        count = 0
-        with ThreadPoolExecutor(self._max_workers, thread_name_prefix="s3-put") as pool:
-            pending: set[Future[None]] = {pool.submit(self.put, *first)}
-            try:
-                for key, data in iterator:
-                    if len(pending) >= window:
-                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        count += self._count_done(done)
-                    pending.add(pool.submit(self.put, key, data))
-                done, pending = wait(pending)
-                count += self._count_done(done)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
-        return count
-
-    @staticmethod
-    def _count_done(done: set[Future[None]]) -> int:
-        for future in done:
-            future.result()  # raises the upload's StorageError
-        return len(done)
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         """Spool the chunks to a temporary file, then upload it with ``upload_fileobj``.

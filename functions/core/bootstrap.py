@@ -140,7 +140,7 @@ def _boto3_client(service: str, settings: Settings) -> Any:
     from botocore.config import Config
 
     # boto3 reads AWS_ENDPOINT_URL (LocalStack, moto_server) and credentials itself.
-    # 16 pooled connections: S3BlobStore.put_many uploads on 16 threads.
+    # 16 pooled connections: the function index reads files on several threads.
     config = Config(
         retries={"mode": "standard", "max_attempts": 3},
         connect_timeout=3,

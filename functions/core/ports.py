@@ -27,10 +27,6 @@ class BlobStore(Protocol):
         """Store ``data`` under ``key``, replacing what was there."""
         ...
 
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        """Store many blobs (concurrently where the store allows); return how many."""
-        ...
-
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> int:
         """Store the concatenated ``chunks`` under ``key``; return the bytes written.
 

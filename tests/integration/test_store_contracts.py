@@ -248,24 +248,14 @@ def test_blob_get_of_missing_key_raises_blob_not_found(blob_store: BlobStore) ->
         blob_store.get("repos/j/files/absent.py")
 
 
-def test_blob_put_many_counts_and_stores_a_stream(blob_store: BlobStore) -> None:
-    items = ((f"repos/j/files/pkg/m{i}.py", f"VALUE = {i}\n".encode()) for i in range(60))
-
-    assert blob_store.put_many(items) == 60
-    assert blob_store.put_many([]) == 0
-    assert blob_store.get("repos/j/files/pkg/m0.py") == b"VALUE = 0\n"
-    assert blob_store.get("repos/j/files/pkg/m59.py") == b"VALUE = 59\n"
-
-
 def test_blob_delete_prefix_removes_only_that_prefix(blob_store: BlobStore) -> None:
-    blob_store.put_many(
-        [
-            ("repos/a/files/x.py", b"1"),
-            ("repos/a/manifest.json", b"2"),
-            ("repos/ab/files/y.py", b"3"),
-            ("repos/b/files/z.py", b"4"),
-        ]
-    )
+    for key, data in [
+        ("repos/a/files/x.py", b"1"),
+        ("repos/a/manifest.json", b"2"),
+        ("repos/ab/files/y.py", b"3"),
+        ("repos/b/files/z.py", b"4"),
+    ]:
+        blob_store.put(key, data)
 
     assert blob_store.delete_prefix("repos/a/") == 2
     assert blob_store.delete_prefix("repos/a/") == 0
@@ -591,7 +581,8 @@ def test_local_blob_store_failed_write_keeps_the_old_blob_and_no_temp_file(
 
 def test_local_blob_store_delete_prefix_prunes_empty_folders(tmp_path: Path) -> None:
     store = LocalFolderBlobStore(tmp_path)
-    store.put_many([("repos/j/files/pkg/a.py", b"a"), ("repos/k/b.py", b"b")])
+    store.put("repos/j/files/pkg/a.py", b"a")
+    store.put("repos/k/b.py", b"b")
 
     assert store.delete_prefix("repos/j/") == 1
 
@@ -667,16 +658,13 @@ def test_sqlite_job_store_reports_a_broken_file_as_storage_error(tmp_path: Path)
 # --- S3BlobStore ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "operation", ["put", "get", "put_many", "delete_prefix", "get_range", "put_stream"]
-)
+@pytest.mark.parametrize("operation", ["put", "get", "delete_prefix", "get_range", "put_stream"])
 def test_s3_store_turns_an_unreachable_endpoint_into_storage_error(operation: str) -> None:
     client = s3_client(unused_endpoint())
     store = S3BlobStore(client, "blobs")
     calls: dict[str, Callable[[], object]] = {
         "put": lambda: store.put("k", b"x"),
         "get": lambda: store.get("k"),
-        "put_many": lambda: store.put_many([("k", b"x")]),
         "delete_prefix": lambda: store.delete_prefix("repos/"),
         "get_range": lambda: store.get_range("k", 0, 1),
         "put_stream": lambda: store.put_stream("k", [b"x"]),
@@ -735,7 +723,8 @@ def test_s3_store_keeps_blobs_under_its_prefix(s3_mock: tuple[S3Client, str]) ->
 def test_s3_store_deletes_more_than_one_batch(s3_mock: tuple[S3Client, str]) -> None:
     client, bucket = s3_mock
     store = S3BlobStore(client, bucket)
-    store.put_many((f"repos/j/{i:04}.py", b"") for i in range(1001))
+    for i in range(1001):
+        store.put(f"repos/j/{i:04}.py", b"")
     batches: list[int] = []
 
     def count(params: dict[str, Any], **_: Any) -> None:
@@ -776,16 +765,6 @@ def test_s3_store_put_stream_to_a_missing_bucket_is_storage_error(
     with pytest.raises(StorageError, match="s3://no-such-bucket/") as caught:
         store.put_stream("k", [b"x"])
     assert not isinstance(caught.value, BlobNotFound)
-
-
-def test_s3_store_put_many_raises_the_first_failure(
-    s3_mock: tuple[S3Client, str],
-) -> None:
-    client, _ = s3_mock
-    store = S3BlobStore(client, "no-such-bucket", max_workers=4)
-
-    with pytest.raises(StorageError, match="PutObject"):
-        store.put_many((f"k{i}", b"x") for i in range(50))
 
 
 # --- DynamoJobStore ---------------------------------------------------------------------------

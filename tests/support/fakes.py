@@ -73,7 +73,7 @@ class InMemoryBlobStore:
         self.range_gets: list[tuple[str, int, int]] = []
         """(key, start, length) of every ``get_range``, in order."""
         self.puts: list[str] = []
-        """Keys written (``put``, ``put_many``, ``put_stream``), in order."""
+        """Keys written (``put``, ``put_stream``), in order."""
 
     def put(self, key: str, data: bytes) -> None:
         error = self.fail_on(key)
@@ -87,13 +87,6 @@ class InMemoryBlobStore:
         data = b"".join(chunks)
         self.put(key, data)
         return len(data)
-
-    def put_many(self, items: Iterable[tuple[str, bytes]]) -> int:
-        count = 0
-        for key, data in items:
-            self.put(key, data)
-            count += 1
-        return count
 
     def get(self, key: str) -> bytes:
         self.gets.append(key)
