@@ -115,12 +115,19 @@ def start_fetch(
     A refused URL raises RepoUrlRejected before anything is stored or any git process runs.
     """
     url = parse_repo_url(repo_url, allowed_hosts)
-    job = Job.new(make_id(), url.url, clock())
+    return queue_job(Job.new(make_id(), url.url, clock()), jobs, dispatcher, clock)
+
+
+def queue_job(job: Job, jobs: JobStore, dispatcher: Dispatcher, clock: Clock) -> Job:
+    """Record a new QUEUED job and hand it to a worker; return it.
+
+    If the hand-off fails, the job is recorded FAILED (not left QUEUED for nobody) and the
+    dispatcher's error is raised as it was.
+    """
     jobs.create(job)
     try:
         dispatcher.dispatch(job.job_id)
     except CodeReviewError as exc:
-        # Nothing will ever run this job: record why instead of leaving it QUEUED.
         _save_quietly(jobs, job.mark_failed(clock(), "dispatch_failed", exc.message))
         raise
     return job

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict
 
 from functions.core.analyze import load_function_index
 from functions.core.errors import (
-    CodeReviewError,
     FunctionTooLarge,
     JobFailed,
     LLMError,
@@ -37,6 +36,7 @@ from functions.core.jobs import (
     get_job,
     manifest_key,
     new_job_id,
+    queue_job,
     read_source,
     run_attempt,
     run_fetch,
@@ -610,17 +610,6 @@ def run_job(job_id: str, ctx: ReviewContext, batch: int | None = None) -> Job | 
     )
 
 
-def _dispatch(job: Job, jobs: JobStore, dispatcher: Dispatcher, clock: Clock) -> Job:
-    jobs.create(job)
-    try:
-        dispatcher.dispatch(job.job_id)
-    except CodeReviewError as exc:
-        failed = job.mark_failed(clock(), "dispatch_failed", exc.message)
-        jobs.replace(failed)
-        raise
-    return job
-
-
 def start_pull_request_review(
     repo_url: str,
     pr_number: int,
@@ -636,7 +625,7 @@ def start_pull_request_review(
     url = parse_repo_url(repo_url, allowed_hosts)
     options = ReviewOptions(pr_number=pr_number, base_ref=base_ref)
     job = Job.new(make_id(), url.url, clock(), kind=JobKind.PULL_REQUEST, review=options)
-    return _dispatch(job, jobs, dispatcher, clock)
+    return queue_job(job, jobs, dispatcher, clock)
 
 
 def start_repository_review(
@@ -671,7 +660,7 @@ def start_repository_review(
         max_functions=max_functions,
     )
     job = Job.new(make_id(), source.repo_url, clock(), kind=JobKind.REPO_REVIEW, review=options)
-    return _dispatch(job, jobs, dispatcher, clock)
+    return queue_job(job, jobs, dispatcher, clock)
 
 
 def load_report(job_id: str, jobs: JobStore, blobs: BlobStore, clock: Clock) -> Report:
